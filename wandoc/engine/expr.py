@@ -1,0 +1,459 @@
+"""A small, safe expression language for rule conditions and messages.
+
+Rule files come from strangers, so an expression may only read the tree it is given and call a fixed set of
+pure helpers. It is parsed with Python's ``ast`` but never compiled or ``eval``-ed: a whitelist walker
+evaluates it. Attribute access is a key lookup on JSON data (``gpu.name`` reads ``gpu["name"]``), so no
+Python object internals are reachable. Missing data reads as ``None``; ordering comparisons with ``None`` are
+false, arithmetic with ``None`` gives ``None``, so a rule over facts that a probe could not read stays quiet
+instead of crashing.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+MAX_SOURCE = 4000
+MAX_NODES = 600
+MAX_ITEMS = 100_000  # elements one comprehension may visit
+MAX_STR = 100_000  # longest string concatenation allowed
+
+
+class ExprError(ValueError):
+    """An expression that cannot be parsed, is not allowed, or failed while evaluating."""
+
+
+_Missing = None
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _version_key(v: Any) -> tuple[int, ...] | None:
+    if v is None:
+        return None
+    parts = re.findall(r"\d+", str(v).split("+")[0])
+    return tuple(int(p) for p in parts[:4]) if parts else None
+
+
+def _version_cmp(a: Any, b: Any) -> int | None:
+    ka, kb = _version_key(a), _version_key(b)
+    if ka is None or kb is None:
+        return None
+    n = max(len(ka), len(kb))
+    ka, kb = ka + (0,) * (n - len(ka)), kb + (0,) * (n - len(kb))
+    return (ka > kb) - (ka < kb)
+
+
+def _fmt_bytes(n: Any) -> str | None:
+    if not _num(n):
+        return None
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return None  # pragma: no cover
+
+
+def _safe_len(x: Any) -> int | None:
+    return len(x) if isinstance(x, str | list | dict) else None
+
+
+def _agg(fn: Callable[[list[Any]], Any]) -> Callable[..., Any]:
+    def run(*args: Any) -> Any:
+        items = args[0] if len(args) == 1 else list(args)
+        if not isinstance(items, list):
+            return None
+        values = [i for i in items if i is not None]
+        try:
+            return fn(values) if values else None
+        except TypeError:
+            return None
+
+    return run
+
+
+def _contains(container: Any, item: Any) -> bool:
+    if isinstance(container, str):
+        return isinstance(item, str) and item in container
+    if isinstance(container, list | dict):
+        return item in container
+    return False
+
+
+def _lower(s: Any) -> Any:
+    return s.lower() if isinstance(s, str) else None
+
+
+def _join(items: Any, sep: Any = ", ") -> str | None:
+    if not isinstance(items, list) or not isinstance(sep, str):
+        return None
+    return sep.join(_show(i) for i in items)
+
+
+def _to_num(x: Any) -> float | int | None:
+    if _num(x):
+        return x
+    if isinstance(x, bool):
+        return int(x)
+    if isinstance(x, str):
+        try:
+            f = float(x.strip())
+        except ValueError:
+            return None
+        return int(f) if f.is_integer() and "." not in x else f
+    return None
+
+
+def _round(x: Any, nd: Any = 0) -> Any:
+    if not _num(x) or not isinstance(nd, int) or not -10 <= nd <= 10:
+        return None
+    return round(x, nd) if nd else round(x)
+
+
+HELPERS: dict[str, Callable[..., Any]] = {
+    "len": _safe_len,
+    "any": lambda xs: isinstance(xs, list) and any(bool(x) for x in xs),
+    "all": lambda xs: isinstance(xs, list) and all(bool(x) for x in xs),
+    "count": lambda xs: sum(1 for x in xs if x) if isinstance(xs, list) else 0,
+    "min": _agg(min),
+    "max": _agg(max),
+    "sum": _agg(lambda v: sum(x for x in v if _num(x))),
+    "median": _agg(lambda v: sorted(v)[len(v) // 2] if all(_num(x) for x in v) else None),
+    "abs": lambda x: abs(x) if _num(x) else None,
+    "round": _round,
+    "num": _to_num,
+    "str": lambda x: "" if x is None else _show(x),
+    "lower": _lower,
+    "upper": lambda s: s.upper() if isinstance(s, str) else None,
+    "strip": lambda s: s.strip() if isinstance(s, str) else None,
+    "startswith": lambda s, p: isinstance(s, str) and isinstance(p, str) and s.startswith(p),
+    "endswith": lambda s, p: isinstance(s, str) and isinstance(p, str) and s.endswith(p),
+    "contains": _contains,
+    "like": lambda s, p: isinstance(s, str) and isinstance(p, str) and fnmatch.fnmatchcase(s, p),
+    "split": lambda s, sep=",": [p for p in s.split(sep)] if isinstance(s, str) and sep else None,
+    "keys": lambda d: list(d.keys()) if isinstance(d, dict) else [],
+    "values": lambda d: list(d.values()) if isinstance(d, dict) else [],
+    "entries": lambda d: [{"key": k, "value": v} for k, v in d.items()] if isinstance(d, dict) else [],
+    "get": lambda d, k, default=None: d.get(k, default) if isinstance(d, dict) else default,
+    "first": lambda xs: xs[0] if isinstance(xs, list) and xs else None,
+    "last": lambda xs: xs[-1] if isinstance(xs, list) and xs else None,
+    "unique": lambda xs: list(dict.fromkeys(x for x in xs if isinstance(x, str | int | float))) if isinstance(xs, list) else [],
+    "join": _join,
+    "defined": lambda x: x is not None,
+    "empty": lambda x: x is None or (isinstance(x, str | list | dict) and len(x) == 0),
+    "gib": lambda n: n * 2**30 if _num(n) else None,  # a size in bytes: free < gib(2)
+    "mib": lambda n: n * 2**20 if _num(n) else None,
+    "in_gib": lambda n: round(n / 2**30, 1) if _num(n) else None,  # for messages
+    "bytes": _fmt_bytes,
+    "version_lt": lambda a, b: (_version_cmp(a, b) or 0) < 0 if _version_cmp(a, b) is not None else False,
+    "version_ge": lambda a, b: (_version_cmp(a, b) or 0) >= 0 if _version_cmp(a, b) is not None else False,
+    "pct": lambda a, b: 100.0 * a / b if _num(a) and _num(b) and b else None,
+}
+
+_CMP: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+    ast.In: lambda a, b: _contains(b, a),
+    ast.NotIn: lambda a, b: not _contains(b, a),
+    ast.Is: lambda a, b: a is b if b is None or isinstance(b, bool) else a == b,
+    ast.IsNot: lambda a, b: a is not b if b is None or isinstance(b, bool) else a != b,
+}
+
+_ALLOWED = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.BinOp,
+    ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Compare, *_CMP.keys(), ast.Call,
+    ast.Name, ast.Load, ast.Store, ast.Attribute, ast.Subscript, ast.Constant, ast.List, ast.Tuple,
+    ast.IfExp, ast.GeneratorExp, ast.ListComp, ast.comprehension,
+)  # fmt: skip
+
+
+def _show(value: Any) -> str:
+    """How a value reads inside a message."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A checked expression, ready to evaluate against a scope of JSON data."""
+
+    source: str
+    tree: ast.Expression
+
+    def evaluate(self, scope: dict[str, Any]) -> Any:
+        try:
+            return _Eval(scope).visit(self.tree.body)
+        except ExprError:
+            raise
+        except (RecursionError, MemoryError, OverflowError) as exc:
+            raise ExprError(f"{self.source!r}: {type(exc).__name__}") from None
+
+    def truth(self, scope: dict[str, Any]) -> bool:
+        return bool(self.evaluate(scope))
+
+    def paths(self) -> list[tuple[str, ...]]:
+        """Dotted data paths the expression reads from its scope (``nvml.gpus``), for schema checks."""
+        out: list[tuple[str, ...]] = []
+        bound = {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Attribute | ast.Name) and isinstance(node.ctx, ast.Load):
+                chain: list[str] = []
+                cur: ast.AST = node
+                while isinstance(cur, ast.Attribute):
+                    chain.append(cur.attr)
+                    cur = cur.value
+                if isinstance(cur, ast.Name) and cur.id not in bound and cur.id not in HELPERS:
+                    out.append((cur.id, *reversed(chain)))
+        # keep only the longest chains: "a.b.c" implies "a.b"
+        longest = [p for p in out if not any(len(q) > len(p) and q[: len(p)] == p for q in out)]
+        return sorted(set(longest))
+
+
+def compile_expr(source: str, extra_names: Iterable[str] = ()) -> Expr:
+    """Parse and check an expression; raise ExprError naming what is not allowed."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExprError("empty expression")
+    if len(source) > MAX_SOURCE:
+        raise ExprError(f"expression longer than {MAX_SOURCE} characters")
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ExprError(f"syntax error in {source.strip()!r}: {exc.msg} (column {exc.offset})") from None
+    nodes = list(ast.walk(tree))
+    if len(nodes) > MAX_NODES:
+        raise ExprError(f"expression too large ({len(nodes)} nodes, at most {MAX_NODES})")
+    for node in nodes:
+        if not isinstance(node, _ALLOWED):
+            raise ExprError(f"{type(node).__name__} is not allowed in rule expressions: {source.strip()!r}")
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ExprError(f"attribute {node.attr!r} is not allowed (names starting with '_' are reserved)")
+        if isinstance(node, ast.Name) and node.id.startswith("_"):
+            raise ExprError(f"name {node.id!r} is not allowed (names starting with '_' are reserved)")
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in HELPERS:
+                name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+                raise ExprError(f"call to {name!r} is not allowed; helpers are: {', '.join(sorted(HELPERS))}")
+            if node.keywords:
+                raise ExprError(f"keyword arguments are not allowed in {source.strip()!r}")
+        if isinstance(node, ast.Constant) and not isinstance(node.value, str | int | float | bool | type(None)):
+            raise ExprError(f"constant {node.value!r} is not allowed")
+        if isinstance(node, ast.comprehension) and node.is_async:
+            raise ExprError("async comprehensions are not allowed")
+        if isinstance(node, ast.GeneratorExp | ast.ListComp) and len(node.generators) != 1:
+            raise ExprError("a comprehension may have one 'for' clause")
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+            raise ExprError("slices are not allowed")
+    return Expr(source.strip(), tree)
+
+
+class _Eval:
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.scopes: list[dict[str, Any]] = [scope]
+        self.visited = 0
+
+    def visit(self, node: ast.AST) -> Any:
+        method = getattr(self, "v_" + type(node).__name__, None)
+        if method is None:  # pragma: no cover - compile_expr rejects these first
+            raise ExprError(f"{type(node).__name__} is not allowed")
+        return method(node)
+
+    def lookup(self, name: str) -> Any:
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
+        return _Missing
+
+    def v_Constant(self, node: ast.Constant) -> Any:
+        return node.value
+
+    def v_Name(self, node: ast.Name) -> Any:
+        if node.id in ("true", "True"):
+            return True
+        if node.id in ("false", "False"):
+            return False
+        if node.id in ("none", "None", "null"):
+            return None
+        return self.lookup(node.id)
+
+    def v_Attribute(self, node: ast.Attribute) -> Any:
+        base = self.visit(node.value)
+        return base.get(node.attr) if isinstance(base, dict) else _Missing
+
+    def v_Subscript(self, node: ast.Subscript) -> Any:
+        base = self.visit(node.value)
+        key = self.visit(node.slice)
+        if isinstance(base, dict) and isinstance(key, str | int | float | bool):
+            return base.get(key if isinstance(key, str) else str(key), base.get(key))  # type: ignore[call-overload]
+        if isinstance(base, list | str) and isinstance(key, int) and not isinstance(key, bool):
+            return base[key] if -len(base) <= key < len(base) else _Missing
+        return _Missing
+
+    def v_List(self, node: ast.List) -> Any:
+        return [self.visit(e) for e in node.elts]
+
+    v_Tuple = v_List
+
+    def v_BoolOp(self, node: ast.BoolOp) -> Any:
+        if isinstance(node.op, ast.And):
+            value: Any = True
+            for v in node.values:
+                value = self.visit(v)
+                if not value:
+                    return value
+            return value
+        value = False
+        for v in node.values:
+            value = self.visit(v)
+            if value:
+                return value
+        return value
+
+    def v_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        value = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            return not value
+        if not _num(value):
+            return _Missing
+        return -value if isinstance(node.op, ast.USub) else value
+
+    def v_BinOp(self, node: ast.BinOp) -> Any:
+        a, b = self.visit(node.left), self.visit(node.right)
+        if isinstance(node.op, ast.Add) and isinstance(a, str) and isinstance(b, str):
+            if len(a) + len(b) > MAX_STR:
+                raise ExprError("string too long")
+            return a + b
+        if isinstance(node.op, ast.Add) and isinstance(a, list) and isinstance(b, list):
+            if len(a) + len(b) > MAX_ITEMS:
+                raise ExprError("list too long")
+            return a + b
+        if not (_num(a) and _num(b)):
+            return _Missing
+        try:
+            if isinstance(node.op, ast.Add):
+                r = a + b
+            elif isinstance(node.op, ast.Sub):
+                r = a - b
+            elif isinstance(node.op, ast.Mult):
+                r = a * b
+            elif isinstance(node.op, ast.Div):
+                r = a / b
+            elif isinstance(node.op, ast.FloorDiv):
+                r = a // b
+            else:
+                r = a % b
+        except ZeroDivisionError:
+            return _Missing
+        if isinstance(r, float) and not math.isfinite(r):
+            return _Missing
+        return r
+
+    def v_Compare(self, node: ast.Compare) -> Any:
+        left = self.visit(node.left)
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = self.visit(comp)
+            if isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE):
+                ok = (_num(left) or isinstance(left, bool)) and (_num(right) or isinstance(right, bool))
+                ok = ok or (isinstance(left, str) and isinstance(right, str))
+                if not ok or not _CMP[type(op)](left, right):
+                    return False
+            elif not _CMP[type(op)](left, right):
+                return False
+            left = right
+        return True
+
+    def v_IfExp(self, node: ast.IfExp) -> Any:
+        return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
+
+    def v_Call(self, node: ast.Call) -> Any:
+        assert isinstance(node.func, ast.Name)
+        fn = HELPERS[node.func.id]
+        args = [self.visit(a) for a in node.args]
+        try:
+            return fn(*args)
+        except TypeError:
+            raise ExprError(f"{node.func.id}() got {len(args)} argument(s)") from None
+        except (ValueError, AttributeError, IndexError, KeyError):
+            return _Missing
+
+    def _bind(self, target: ast.AST, value: Any) -> dict[str, Any]:
+        if isinstance(target, ast.Name):
+            return {target.id: value}
+        if isinstance(target, ast.Tuple | ast.List):
+            if isinstance(value, dict):
+                value = [value.get("key"), value.get("value")] if len(target.elts) == 2 else list(value.values())
+            if not isinstance(value, list | tuple) or len(value) != len(target.elts):
+                raise ExprError("cannot unpack a value in a comprehension")
+            out: dict[str, Any] = {}
+            for t, v in zip(target.elts, value, strict=True):
+                out.update(self._bind(t, v))
+            return out
+        raise ExprError("comprehension targets must be names")
+
+    def _comprehend(self, node: ast.GeneratorExp | ast.ListComp) -> list[Any]:
+        gen = node.generators[0]
+        source = self.visit(gen.iter)
+        if isinstance(source, dict):
+            source = [{"key": k, "value": v} for k, v in source.items()]
+        if not isinstance(source, list):
+            return []
+        out = []
+        for item in source:
+            self.visited += 1
+            if self.visited > MAX_ITEMS:
+                raise ExprError(f"comprehension visited more than {MAX_ITEMS} items")
+            self.scopes.append(self._bind(gen.target, item))
+            try:
+                if all(self.visit(cond) for cond in gen.ifs):
+                    out.append(self.visit(node.elt))
+            finally:
+                self.scopes.pop()
+        return out
+
+    v_GeneratorExp = _comprehend
+    v_ListComp = _comprehend
+
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
+
+
+def template_exprs(template: str) -> list[Expr]:
+    """Check every ``{expression}`` in a message template; raise ExprError for a bad one."""
+    return [compile_expr(m.group(1)) for m in _PLACEHOLDER.finditer(template) if m.group(1)]
+
+
+def render(template: str, scope: dict[str, Any]) -> str:
+    """Fill ``{expression}`` placeholders; ``{{`` and ``}}`` are literal braces."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "{{":
+            return "{"
+        if m.group(0) == "}}":
+            return "}"
+        try:
+            return _show(compile_expr(m.group(1)).evaluate(scope))
+        except ExprError as exc:
+            return f"<{exc}>"
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+show = _show

@@ -1,0 +1,367 @@
+"""The facts the doctor collects: one typed, JSON-able tree that rules read by dotted path.
+
+Every field has a neutral default, so a probe that could not read something leaves the default and records
+why in its ``error`` field; rules judge that too. The tree is the contract between probes and rule files:
+rename a field and the rules that read it stop loading (the loader checks every path against this schema).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FACTS_SCHEMA = "wandoc.facts/1"
+
+
+class _Facts(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- machine ---------------------------------------------------------------------------------------------
+
+
+class PlatformFacts(_Facts):
+    os: str = ""  # "Windows", "Linux", "Darwin"
+    release: str = ""
+    machine: str = ""  # "x86_64", "AMD64", "arm64"
+    wsl: bool = False
+    python: str = ""
+    python_executable: str = ""
+    shell: str = "bash"  # the shell a fix is written for: "cmd", "powershell", "bash", "zsh", "fish"
+    error: str | None = None
+
+
+class EnvFacts(_Facts):
+    """The process environment; values of secret-looking variables are replaced by "<redacted>"."""
+
+    vars: dict[str, str] = Field(default_factory=dict)
+
+
+class SystemFacts(_Facts):
+    cpu_count: int = 0
+    cpu_model: str = ""
+    ram_total_bytes: int = 0
+    ram_available_bytes: int = 0
+    swap_total_bytes: int = 0
+    swap_used_bytes: int = 0
+    error: str | None = None
+
+
+class GpuProcess(_Facts):
+    pid: int = 0
+    name: str = ""
+    used_bytes: int = 0
+    is_self: bool = False
+
+
+class GpuFacts(_Facts):
+    index: int = 0
+    name: str = ""
+    uuid: str = ""
+    compute_capability: float = 0.0  # 8.6, 8.9, 9.0
+    memory_total_bytes: int = 0
+    memory_used_bytes: int = 0
+    memory_free_bytes: int = 0
+    processes: list[GpuProcess] = Field(default_factory=list)
+    other_processes_bytes: int = 0  # VRAM held by processes other than this one
+    pcie_gen_current: int = 0
+    pcie_gen_max: int = 0
+    pcie_width_current: int = 0
+    pcie_width_max: int = 0
+    throttle_reasons: list[str] = Field(default_factory=list)  # e.g. "hw_slowdown", "sw_thermal", "sw_power_cap"
+    utilization_gpu: int = 0
+    power_w: float = 0.0
+    power_limit_w: float = 0.0
+    errors: list[str] = Field(default_factory=list)  # fields NVML refused to read
+
+
+class NvmlFacts(_Facts):
+    available: bool = False
+    error: str | None = None  # "NVML library not found", "driver not loaded", ...
+    driver_version: str = ""
+    cuda_driver_version: float = 0.0  # the highest CUDA version the driver supports, e.g. 12.4
+    gpu_count: int = 0
+    gpus: list[GpuFacts] = Field(default_factory=list)
+    # GPUs the run will see after CUDA_VISIBLE_DEVICES (indices into ``gpus``); None when the variable is unset
+    visible_indices: list[int] | None = None
+    visible_error: str | None = None  # "CUDA_VISIBLE_DEVICES='3' names a GPU that does not exist"
+
+
+# -- software --------------------------------------------------------------------------------------------
+
+
+class TorchDeep(_Facts):
+    """What a subprocess that really imports torch saw (``--deep``)."""
+
+    ran: bool = False
+    import_ok: bool = False
+    error: str | None = None  # the import error or the probe's timeout, verbatim
+    cuda_available: bool = False
+    device_count: int = 0
+    device_name: str = ""
+    bf16_supported: bool = False
+    matmul_ok: bool = False
+    matmul_ms: float = 0.0
+    cudnn_version: int = 0
+    seconds: float = 0.0
+
+
+class TorchFacts(_Facts):
+    installed: bool = False
+    version: str = ""  # "2.6.0+cu124"
+    version_tuple: list[int] = Field(default_factory=list)  # [2, 6, 0]
+    cuda_build: float = 0.0  # 12.4; 0 for a CPU-only or ROCm build
+    hip_build: str = ""
+    is_cpu_build: bool = False
+    location: str = ""
+    error: str | None = None
+    deep: TorchDeep = Field(default_factory=TorchDeep)
+
+
+class PackageFacts(_Facts):
+    installed: bool = False
+    version: str = ""
+    location: str = ""
+    error: str | None = None
+
+
+class PackagesFacts(_Facts):
+    """Attention and compile stack, and the few others Wan's code needs, from installed metadata only."""
+
+    flash_attn: PackageFacts = Field(default_factory=PackageFacts)
+    flash_attn_3: PackageFacts = Field(default_factory=PackageFacts)  # flash_attn_interface (Hopper)
+    sageattention: PackageFacts = Field(default_factory=PackageFacts)
+    xformers: PackageFacts = Field(default_factory=PackageFacts)
+    triton: PackageFacts = Field(default_factory=PackageFacts)  # "triton" or "triton-windows"
+    diffusers: PackageFacts = Field(default_factory=PackageFacts)
+    accelerate: PackageFacts = Field(default_factory=PackageFacts)
+
+
+# -- the user's checkout ---------------------------------------------------------------------------------
+
+
+SITE_KINDS: dict[str, str] = {
+    "sdpa_flash_disabled": "sdp_kernel/sdpa_kernel(enable_flash=False) or enable_flash_sdp(False)",
+    "sdpa_math_only": "SDPA restricted to the math backend (SDPBackend.MATH alone, or enable_math only)",
+    "mask_per_call": "a dense attention mask built inside forward or an attention helper (each call)",
+    "item_in_forward": ".item() / .tolist() inside forward or a helper it calls (a GPU sync per call)",
+    "cpu_in_forward": ".cpu() / .to('cpu') / .numpy() inside forward or a helper it calls",
+    "float_upcast_in_attention": ".float() / .to(torch.float32) on q/k/v inside an attention helper",
+    "python_loop_kernel": "a Python for/while loop around attention or matmul kernels (chunked attention)",
+    "empty_cache_in_loop": "torch.cuda.empty_cache() inside a loop or forward",
+    "sync_in_forward": "torch.cuda.synchronize() inside forward or a helper it calls",
+    "compile_call": "torch.compile(...) is called",
+    "flash_attention_call": "the model calls a flash_attention(...) that requires flash_attn",
+    "sdpa_call": "torch.nn.functional.scaled_dot_product_attention is called",
+    "fa3_index0": "flash_attn_interface's varlen result indexed with [0] (breaks with newer FA3 releases)",
+    "sequential_offload": "enable_sequential_cpu_offload() (every weight moved in every forward)",
+    "model_offload": "enable_model_cpu_offload() or a model moved to the CPU between uses",
+}
+
+
+class CodeSite(_Facts):
+    """One place in the user's code that a rule may judge; ``kind`` is one of SITE_KINDS."""
+
+    kind: str
+    file: str  # relative to the checkout
+    line: int = 0
+    function: str = ""  # qualified: "WanAttentionBlock.forward", "attention"
+    snippet: str = ""
+    on_path: bool = True  # the file is imported by the run
+
+
+class EnvRead(_Facts):
+    var: str
+    file: str
+    line: int = 0
+    default: str | None = None
+    compared_values: list[str] = Field(default_factory=list)  # literals the value is compared against
+    on_path: bool = True
+
+
+class EnvVarUse(_Facts):
+    """Everything known about one variable: who sets it, who reads it, what values the readers accept."""
+
+    set_in_env: bool = False
+    value: str | None = None  # the value in this environment (redacted when secret-looking)
+    set_by: list[str] = Field(default_factory=list)  # launchers that set it: "run_wan.bat", "main.js"
+    launcher_values: list[str] = Field(default_factory=list)
+    read_on_path: bool = False
+    read_off_path: bool = False
+    files_on_path: list[str] = Field(default_factory=list)
+    files_off_path: list[str] = Field(default_factory=list)
+    compared_values: list[str] = Field(default_factory=list)  # from on-path reads
+    value_ignored: bool = False  # set (env or launcher) to a value no on-path comparison accepts
+
+
+class ArgFacts(_Facts):
+    name: str  # dest, e.g. "offload_model"
+    flags: list[str] = Field(default_factory=list)
+    default: Any = None
+    type: str = ""
+    action: str = ""
+    choices: list[Any] | None = None
+
+
+class ImportPath(_Facts):
+    entry: str = ""
+    modules: list[str] = Field(default_factory=list)  # checkout files on the run's path (relative)
+    conditional: list[str] = Field(default_factory=list)  # reached only through imports inside functions
+    third_party: list[str] = Field(default_factory=list)  # top-level names
+    unimported: list[str] = Field(default_factory=list)  # checkout .py files the run never imports
+    unresolved: list[str] = Field(default_factory=list)  # "wan/x.py:12 importlib.import_module(name)"
+    errors: list[str] = Field(default_factory=list)  # "wan/bad.py:3 SyntaxError: ..."
+
+
+class LauncherSet(_Facts):
+    file: str
+    line: int = 0
+    var: str
+    value: str
+
+
+class RepoFacts(_Facts):
+    path: str = ""
+    given: bool = False  # the user named a checkout (or one was found in the current directory)
+    found: bool = False
+    is_wan: bool = False
+    error: str | None = None
+    entry_script: str = ""
+    wan_version: str = ""  # "2.1", "2.2" when the code says so
+    args: list[ArgFacts] = Field(default_factory=list)
+    given_args: list[str] = Field(default_factory=list)  # what came after "--"
+    args_error: str | None = None  # the given args do not parse the way generate.py would parse them
+    effective: dict[str, Any] = Field(default_factory=dict)  # dest -> value the run will use
+    offload_defaulted: bool = False  # offload_model came from the None -> True runtime default
+    import_path: ImportPath = Field(default_factory=ImportPath)
+    env_reads: list[EnvRead] = Field(default_factory=list)
+    env_vars: dict[str, EnvVarUse] = Field(default_factory=dict)
+    launchers: list[LauncherSet] = Field(default_factory=list)
+    sites: list[CodeSite] = Field(default_factory=list)
+    flash_attn_required: bool = False  # the model's attention asserts flash_attn is importable
+    sdpa_fallback: bool = False  # the on-path attention falls back to scaled_dot_product_attention
+    fa3_result_indexed: bool = False  # on-path code indexes flash_attn_interface's result with [0]
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+
+
+class CheckpointFile(_Facts):
+    path: str
+    format: str = ""  # "safetensors", "pth", "gguf", "bin"
+    bytes: int = 0
+    params: int = 0
+    dtypes: dict[str, int] = Field(default_factory=dict)  # dtype -> parameter count ("BF16", "F32", "F8_E4M3")
+    error: str | None = None
+
+
+class CheckpointModel(_Facts):
+    """A folder of weight files that together form one model (a DiT expert, T5, the VAE)."""
+
+    folder: str
+    role: str = ""  # "dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"
+    files: int = 0
+    bytes: int = 0
+    params: int = 0
+    main_dtype: str = ""  # the dtype holding most parameters
+    dtypes: dict[str, int] = Field(default_factory=dict)
+
+
+class CheckpointFacts(_Facts):
+    dir: str = ""
+    given: bool = False
+    found: bool = False
+    error: str | None = None
+    files: list[CheckpointFile] = Field(default_factory=list)
+    models: list[CheckpointModel] = Field(default_factory=list)
+    dit_params: int = 0  # one expert
+    dit_experts: int = 0
+    dit_main_dtype: str = ""
+    dit_bytes_on_disk: int = 0  # one expert
+
+
+# -- git -------------------------------------------------------------------------------------------------
+
+
+class ChangedFile(_Facts):
+    path: str
+    status: str = "M"  # A, M, D, R
+    on_path_here: bool = False
+    on_path_there: bool = False
+
+
+class BranchSide(_Facts):
+    """The perf-relevant code facts of one side of a comparison."""
+
+    ref: str = ""
+    commit: str = ""
+    sites: list[CodeSite] = Field(default_factory=list)
+    effective: dict[str, Any] = Field(default_factory=dict)
+    arg_defaults: dict[str, Any] = Field(default_factory=dict)
+    env_reads: list[EnvRead] = Field(default_factory=list)
+
+
+class GitFacts(_Facts):
+    available: bool = False
+    is_repo: bool = False
+    error: str | None = None
+    root: str = ""
+    branch: str = ""
+    commit: str = ""
+    dirty: bool = False
+    compare_ref: str = ""
+    compare_error: str | None = None
+    changed: list[ChangedFile] = Field(default_factory=list)
+    changed_on_path: list[str] = Field(default_factory=list)
+    changed_off_path: list[str] = Field(default_factory=list)
+    here: BranchSide = Field(default_factory=BranchSide)
+    there: BranchSide = Field(default_factory=BranchSide)
+    # site kinds present on the run's path on one side only: "sdpa_flash_disabled", "mask_per_call", ...
+    sites_added: list[str] = Field(default_factory=list)
+    sites_removed: list[str] = Field(default_factory=list)
+    defaults_changed: dict[str, list[Any]] = Field(default_factory=dict)  # arg -> [there, here]
+
+
+# -- what the run will need ------------------------------------------------------------------------------
+
+
+class Estimate(_Facts):
+    """Memory the run will need, from the task, the checkpoints and the effective args."""
+
+    task: str = ""
+    known: bool = False
+    dit_params: int = 0  # one expert
+    dit_experts: int = 1
+    dit_runtime_dtype: str = ""  # "BF16" or "F32" after --convert_model_dtype (or not)
+    dit_bytes: int = 0  # one expert at the runtime dtype
+    t5_bytes: int = 0
+    vae_bytes: int = 0
+    activations_bytes: int = 0
+    peak_vram_no_offload: int = 0  # every model resident
+    peak_vram_offload: int = 0  # only the active DiT expert and activations resident
+    offloaded_bytes: int = 0  # what offload parks in system RAM
+    note: str = ""
+
+
+class Facts(_Facts):
+    schema_: str = Field(default=FACTS_SCHEMA, alias="schema")
+    collected_at: str = ""
+    wandoc_version: str = ""
+    platform: PlatformFacts = Field(default_factory=PlatformFacts)
+    env: EnvFacts = Field(default_factory=EnvFacts)
+    system: SystemFacts = Field(default_factory=SystemFacts)
+    nvml: NvmlFacts = Field(default_factory=NvmlFacts)
+    torch: TorchFacts = Field(default_factory=TorchFacts)
+    packages: PackagesFacts = Field(default_factory=PackagesFacts)
+    repo: RepoFacts = Field(default_factory=RepoFacts)
+    checkpoints: CheckpointFacts = Field(default_factory=CheckpointFacts)
+    git: GitFacts = Field(default_factory=GitFacts)
+    estimate: Estimate = Field(default_factory=Estimate)
+    probe_errors: list[str] = Field(default_factory=list)  # a probe that crashed anyway: "gpu: ..."
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def as_tree(self) -> dict[str, Any]:
+        """The JSON-able tree the rules read."""
+        return self.model_dump(mode="json", by_alias=True)
