@@ -10,7 +10,22 @@ from wandoc.engine.rules import SEVERITY_RANK, Example, Fix, Rule, RuleFileError
 from wandoc.engine.testing import RuleTestResult, run_examples, schema_problems
 
 __all__ = [
-    "SEVERITY_RANK", "Example", "Expr", "ExprError", "Finding", "Fix", "Rule", "RuleFileError",
-    "RuleTestResult", "at_or_above", "compile_expr", "evaluate", "evaluate_rule", "load_rule_file",
-    "load_rules", "render", "run_examples", "schema_problems",
+    "SEVERITY_RANK",
+    "Example",
+    "Expr",
+    "ExprError",
+    "Finding",
+    "Fix",
+    "Rule",
+    "RuleFileError",
+    "RuleTestResult",
+    "at_or_above",
+    "compile_expr",
+    "evaluate",
+    "evaluate_rule",
+    "load_rule_file",
+    "load_rules",
+    "render",
+    "run_examples",
+    "schema_problems",
 ]

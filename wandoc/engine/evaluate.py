@@ -57,16 +57,28 @@ def evaluate_rule(rule: Rule, scope: dict[str, Any], shell: str = "bash") -> lis
             module = compile_expr(rule.module).evaluate(s) if rule.module else None
             out.append(
                 Finding(
-                    rule=rule.id, severity=rule.severity, title=render(rule.title, s), message=message,
-                    fix=fix, fix_command=command, evidence=evidence, area=rule.area,
+                    rule=rule.id,
+                    severity=rule.severity,
+                    title=render(rule.title, s),
+                    message=message,
+                    fix=fix,
+                    fix_command=command,
+                    evidence=evidence,
+                    area=rule.area,
                     module=str(module) if module is not None else None,
                 )
             )
         return out
     except ExprError as exc:
         return [
-            Finding(rule=rule.id, severity="info", title=f"rule {rule.id} could not be evaluated",
-                    message=str(exc), area=rule.area, evidence={"source": rule.source})
+            Finding(
+                rule=rule.id,
+                severity="info",
+                title=f"rule {rule.id} could not be evaluated",
+                message=str(exc),
+                area=rule.area,
+                evidence={"source": rule.source},
+            )
         ]
 
 

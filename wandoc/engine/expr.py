@@ -145,7 +145,9 @@ HELPERS: dict[str, Callable[..., Any]] = {
     "get": lambda d, k, default=None: d.get(k, default) if isinstance(d, dict) else default,
     "first": lambda xs: xs[0] if isinstance(xs, list) and xs else None,
     "last": lambda xs: xs[-1] if isinstance(xs, list) and xs else None,
-    "unique": lambda xs: list(dict.fromkeys(x for x in xs if isinstance(x, str | int | float))) if isinstance(xs, list) else [],
+    "unique": lambda xs: (
+        list(dict.fromkeys(x for x in xs if isinstance(x, str | int | float))) if isinstance(xs, list) else []
+    ),
     "join": _join,
     "defined": lambda x: x is not None,
     "empty": lambda x: x is None or (isinstance(x, str | list | dict) and len(x) == 0),
