@@ -83,7 +83,9 @@ def _agg(fn: Callable[[list[Any]], Any]) -> Callable[..., Any]:
 def _contains(container: Any, item: Any) -> bool:
     if isinstance(container, str):
         return isinstance(item, str) and item in container
-    if isinstance(container, list | dict):
+    if isinstance(container, dict):
+        return isinstance(item, str | int | float | bool | type(None)) and item in container
+    if isinstance(container, list):
         return item in container
     return False
 
@@ -206,7 +208,7 @@ class Expr:
             return _Eval(scope).visit(self.tree.body)
         except ExprError:
             raise
-        except (RecursionError, MemoryError, OverflowError) as exc:
+        except (RecursionError, MemoryError, OverflowError, TypeError, ValueError, LookupError) as exc:
             raise ExprError(f"{self.source!r}: {type(exc).__name__}") from None
 
     def truth(self, scope: dict[str, Any]) -> bool:

@@ -1,0 +1,3 @@
+from wandoc.cli import main
+
+main()

@@ -1,0 +1,367 @@
+"""``wandoc``: judge a Wan setup before launch. Thin: parse, call, render, exit code.
+
+Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 bad input or usage, with a one-line
+reason and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from wandoc import __version__
+
+app = typer.Typer(
+    name="wandoc",
+    help=(
+        "Find what will make a Wan video generation slow, before you launch it.\n\n"
+        "\b\nExamples:\n"
+        "  wandoc check                          # this machine and the Wan checkout here\n"
+        "  wandoc check --repo ~/Wan2.2 -- --task t2v-A14B --ckpt_dir ./Wan2.2-T2V-A14B\n"
+        "  wandoc check --repo . --compare well  # differences the run executes\n"
+        "  wandoc facts > facts.json             # share; replay: wandoc check --facts facts.json\n"
+        "  wandoc rules new CODE-MY-REGRESSION   # a rule for a regression you found"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+rules_app = typer.Typer(help="Write and test rule files.", no_args_is_help=True, add_completion=False)
+app.add_typer(rules_app, name="rules")
+
+_generate_args: list[str] = []  # what followed "--" on the command line: the run's own generate.py arguments
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+class Shell(str, Enum):
+    bash = "bash"
+    zsh = "zsh"
+    cmd = "cmd"
+    powershell = "powershell"
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"wandoc: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings():
+    from wandoc.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+
+
+def _rules(extra: list[Path] | None, disabled: list[str]):
+    from wandoc import rulebook
+    from wandoc.engine import RuleFileError
+
+    try:
+        return rulebook.load(extra or [], disabled)
+    except RuleFileError as exc:
+        fail(str(exc))
+
+
+RulesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--rules", help="Extra rule file or folder (repeatable); a rule with a shipped id replaces it."),
+]
+RepoOpt = Annotated[
+    Path | None, typer.Option("--repo", help="The Wan checkout (default: this folder, when it is one).")
+]
+ScriptOpt = Annotated[str, typer.Option("--script", help="The entry script inside the checkout.")]
+CkptOpt = Annotated[
+    Path | None, typer.Option("--ckpt-dir", help="Checkpoint folder (default: the --ckpt_dir given after --).")
+]
+CompareOpt = Annotated[
+    str | None, typer.Option("--compare", help="A git ref to compare the checkout with (nothing is checked out).")
+]
+DeepOpt = Annotated[
+    bool, typer.Option("--deep", help="Also import torch in a subprocess and run a tiny matmul on the GPU.")
+]
+
+
+def _request(repo: Path | None, script: str, ckpt_dir: Path | None, compare: str | None, deep: bool):
+    from wandoc.collect import Request
+
+    settings = _settings()
+    repo = repo or settings.repo
+    ckpt_dir = ckpt_dir or settings.ckpt_dir
+    if repo is not None and not repo.is_dir():
+        fail(f"--repo {repo}: no such folder")
+    if ckpt_dir is not None and not ckpt_dir.is_dir():
+        fail(f"--ckpt-dir {ckpt_dir}: no such folder")
+    return Request(repo=repo, script=script, ckpt_dir=ckpt_dir, compare=compare, generate_args=_generate_args,
+                   deep=deep)  # fmt: skip
+
+
+def _check_user_input(facts, req) -> None:
+    """Problems with what the user named (not with the machine) end the command with exit 2."""
+    if req.repo is not None and not facts.repo.found:
+        fail(f"--repo {req.repo}: {facts.repo.error or 'not a checkout'}")
+    if facts.repo.found and facts.repo.error and "entry" in facts.repo.error.lower():
+        fail(f"--script {req.script}: {facts.repo.error}")
+    if req.compare:
+        if not facts.git.available:
+            fail(f"--compare needs git, which was not found ({facts.git.error or 'not on PATH'})")
+        if not facts.git.is_repo:
+            fail(f"--compare {req.compare}: {facts.git.error or 'the checkout is not in a git repository'}")
+        if facts.git.compare_error:
+            fail(f"--compare {req.compare}: {facts.git.compare_error}")
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def check(
+    repo: RepoOpt = None,
+    script: ScriptOpt = "generate.py",
+    ckpt_dir: CkptOpt = None,
+    compare: CompareOpt = None,
+    rules: RulesOpt = None,
+    facts_file: Annotated[
+        Path | None, typer.Option("--facts", help="Judge recorded facts (from `wandoc facts`) instead of this machine.")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="text for people, json for scripts.")] = Format.text,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity.")
+    ] = None,
+    shell: Annotated[
+        Shell | None, typer.Option("--shell", help="Write fixes for this shell (default: detected).")
+    ] = None,
+    deep: DeepOpt = False,
+) -> None:
+    """Judge this machine and a Wan checkout before launch.
+
+    Put the arguments you will give generate.py after `--`, and the doctor judges that exact run
+    (e.g. the effective value of --offload_model).
+    """
+    from rich.console import Console
+
+    from wandoc.collect import collect, coverage, load_facts_file
+    from wandoc.engine import at_or_above, evaluate
+    from wandoc.render.text import print_check
+
+    settings = _settings()
+    rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
+    if facts_file is not None:
+        try:
+            facts = load_facts_file(facts_file)
+        except ValueError as exc:
+            fail(f"--facts {exc}")
+        source = f"facts recorded in {facts_file}"
+    else:
+        req = _request(repo, script, ckpt_dir, compare, deep)
+        facts = collect(req)
+        _check_user_input(facts, req)
+        source = "this machine"
+    chosen_shell = (shell.value if shell else None) or settings.shell or facts.platform.shell or "bash"
+    findings = evaluate(rule_list, facts.as_tree(), scope_kind="facts", shell=chosen_shell)
+    n_rules = sum(1 for r in rule_list if r.scope == "facts")
+    seen, unseen = coverage(facts)
+    level = (fail_on.value if fail_on else None) or settings.fail_on
+    if fmt is Format.json:
+        out = {
+            "schema": "wandoc.check/1",
+            "findings": [f.model_dump(exclude={"step", "module"}) for f in findings],
+            "facts": facts.as_tree(),
+            "rules": {"evaluated": n_rules, "files": sorted({r.source for r in rule_list if r.scope == "facts"})},
+            "summary": {"checked": seen, "not_checked": unseen, "shell": chosen_shell, "fail_on": level},
+        }
+        typer.echo(json.dumps(out, indent=2, default=str))
+    else:
+        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source)
+    raise typer.Exit(1 if at_or_above(findings, level) else 0)
+
+
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+def facts(
+    repo: RepoOpt = None,
+    script: ScriptOpt = "generate.py",
+    ckpt_dir: CkptOpt = None,
+    compare: CompareOpt = None,
+    deep: DeepOpt = False,
+) -> None:
+    """Print the facts alone, as JSON: to share in an issue, or to replay with `wandoc check --facts`."""
+    from wandoc.collect import collect
+
+    req = _request(repo, script, ckpt_dir, compare, deep)
+    result = collect(req)
+    _check_user_input(result, req)
+    typer.echo(json.dumps(result.as_tree(), indent=2, default=str))
+
+
+@rules_app.command("list")
+def rules_list(rules: RulesOpt = None) -> None:
+    """List every rule: id, severity, scope and title."""
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = _settings()
+    table = Table("id", "severity", "scope", "title", box=None, header_style="bold")
+    for r in sorted(_rules([*settings.rules_dirs, *(rules or [])], []), key=lambda r: r.id):
+        off = " (disabled)" if r.id in settings.disabled_rules else ""
+        table.add_row(r.id, r.severity, r.scope, r.title + off)
+    Console().print(table)
+
+
+@rules_app.command("show")
+def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: RulesOpt = None) -> None:
+    """Show one rule: what it checks, why, the fix, and its examples."""
+    from rich.console import Console
+
+    settings = _settings()
+    found = [r for r in _rules([*settings.rules_dirs, *(rules or [])], []) if r.id == rule_id.upper()]
+    if not found:
+        fail(f"no rule {rule_id!r}; `wandoc rules list` shows them all")
+    r = found[0]
+    c = Console()
+    c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{r.source}[/dim]")
+    c.print(r.title)
+    if r.explain:
+        c.print(f"\n{r.explain.strip()}")
+    c.print(f"\n[bold]when[/bold]  {r.when}" + (f"\n[bold]each[/bold]  {r.each} as {r.as_}" if r.each else ""))
+    c.print(f"[bold]message[/bold]  {r.message}")
+    for shell_name in ("text", "bash", "cmd", "powershell"):
+        value = getattr(r.fix, shell_name)
+        if value:
+            c.print(f"[bold]fix ({shell_name})[/bold]  {value}")
+    for ex in r.example:
+        c.print(f"[dim]example: {'fires' if ex.fires else 'quiet'}: {ex.name}[/dim]")
+    if r.refs:
+        c.print(f"[dim]refs: {', '.join(r.refs)}[/dim]")
+
+
+@rules_app.command("test")
+def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: all).")] = None,
+               rules: RulesOpt = None) -> None:  # fmt: skip
+    """Run rules' own examples, and check that every path they read exists in the facts schema."""
+    from wandoc import rulebook
+    from wandoc.engine import RuleFileError, load_rules
+
+    settings = _settings()
+    try:
+        rule_list = load_rules(files) if files else rulebook.load([*settings.rules_dirs, *(rules or [])], [])
+    except RuleFileError as exc:
+        fail(str(exc))
+    failed = 0
+    for r in sorted(rule_list, key=lambda r: r.id):
+        res = rulebook.test_rule(r)
+        if res.ok:
+            typer.echo(f"ok    {r.id} ({len(res.passed)} examples)")
+        else:
+            failed += 1
+            typer.echo(f"FAIL  {r.id}  {r.source}")
+            for line in res.failed:
+                typer.echo(f"        {line}")
+    typer.echo(f"{len(rule_list) - failed} passed, {failed} failed")
+    raise typer.Exit(1 if failed else 0)
+
+
+RULE_TEMPLATE = '''# A wandoc rule. Test it with: wandoc rules test {path}
+# Expressions read the facts tree (see `wandoc facts`): dotted paths, comparisons, and/or/not,
+# comprehensions, and helpers such as len, any, first, get, gib, bytes, contains, version_lt.
+id = "{id}"
+title = "What is wrong, in a few words"
+severity = "warning"          # error: many times slower or fails; warning: noticeably slower; info
+when = "nvml.available and any(g.memory_free_bytes < gib(4) for g in nvml.gpus)"
+# each = "nvml.gpus"          # judge a list item by item: one finding per item (named by `as`)
+# as = "gpu"
+message = "Cite the evidence: only {{bytes(first(nvml.gpus).memory_free_bytes)}} free."
+explain = """Why this makes Wan slow, with the figures you measured."""
+refs = []
+
+[evidence]
+free = "[g.memory_free_bytes for g in nvml.gpus]"
+
+[fix]
+text = "What to do, in prose."
+bash = "export EXAMPLE=1"
+cmd = "set EXAMPLE=1"
+powershell = '$env:EXAMPLE="1"'
+
+[[example]]
+name = "a machine where it must fire"
+fires = true
+[example.facts.nvml]
+available = true
+gpus = [{{ index = 0, name = "NVIDIA GeForce RTX 3090", memory_free_bytes = 1073741824 }}]
+
+[[example]]
+name = "a machine where it must stay quiet"
+fires = false
+[example.facts.nvml]
+available = true
+gpus = [{{ index = 0, name = "NVIDIA GeForce RTX 3090", memory_free_bytes = 20000000000 }}]
+'''
+
+
+@rules_app.command("new")
+def rules_new(
+    rule_id: Annotated[str, typer.Argument(metavar="ID", help="AREA-NAME in capitals, e.g. CODE-MY-REGRESSION.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write ID.toml.")] = Path("."),
+) -> None:
+    """Write a commented rule template with example slots, ready for `wandoc rules test`."""
+    import re
+
+    from wandoc.engine.rules import parse_rule_text
+
+    rule_id = rule_id.upper()
+    if not re.fullmatch(r"[A-Z][A-Z0-9]*-[A-Z0-9][A-Z0-9-]*", rule_id):
+        fail(f"{rule_id!r} is not a rule id: use AREA-NAME in capitals, e.g. CODE-MY-REGRESSION")
+    if not directory.is_dir():
+        fail(f"--dir {directory}: no such folder")
+    path = directory / f"{rule_id}.toml"
+    if path.exists():
+        fail(f"{path} exists; not overwriting it")
+    text = RULE_TEMPLATE.format(id=rule_id, path=path)
+    parse_rule_text(text, str(path))  # the template itself must load
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}; edit it, then: wandoc rules test {path}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wandoc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Find what will make a Wan video generation slow, before you launch it."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point; everything after a bare `--` is kept for the run's own generate.py."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--" in args:
+        i = args.index("--")
+        _generate_args[:] = args[i + 1 :]
+        args = args[:i]
+    else:
+        _generate_args.clear()
+    app(args=args, prog_name="wandoc")
+
+
+if __name__ == "__main__":
+    main()

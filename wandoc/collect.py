@@ -1,0 +1,174 @@
+"""Run every probe and assemble the facts tree; a probe that crashes anyway becomes a recorded error.
+
+Probes run side by side in threads: NVML start-up, the code walk and git each take tens of milliseconds, and
+the doctor's budget is half a second. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wandoc import __version__
+from wandoc.facts import CheckpointFacts, Facts, GitFacts, RepoFacts
+
+T = TypeVar("T")
+
+
+@dataclass
+class Request:
+    """What the user asked the doctor to look at."""
+
+    repo: Path | None = None
+    script: str = "generate.py"
+    ckpt_dir: Path | None = None
+    compare: str | None = None
+    generate_args: Sequence[str] = ()
+    deep: bool = False
+    deep_timeout: float = 90.0
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def _safe(name: str, errors: list[str], fn: Callable[[], T], fallback: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except Exception as exc:  # probes promise not to raise; this keeps the promise if one breaks it
+        errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        return fallback()
+
+
+def _ckpt_dir(req: Request, repo: RepoFacts) -> Path | None:
+    """--ckpt-dir, else the --ckpt_dir the run will get (relative to the checkout, as generate.py runs there)."""
+    if req.ckpt_dir is not None:
+        return req.ckpt_dir
+    value = repo.effective.get("ckpt_dir")
+    if not isinstance(value, str) or not value:
+        return None
+    p = Path(value)
+    if not p.is_absolute() and repo.path and (Path(repo.path) / p).exists():
+        return Path(repo.path) / p
+    return p
+
+
+def collect(req: Request) -> Facts:
+    from wandoc.estimate import estimate
+    from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
+
+    errors: list[str] = []
+    env = req.environ
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        f_nvml = pool.submit(_safe, "nvml", errors, lambda: gpu.probe_nvml(env), Facts().nvml.__class__)
+        f_sys = pool.submit(_safe, "system", errors, system.probe_system, Facts().system.__class__)
+        f_torch = pool.submit(_safe, "torch", errors, torch_build.probe_torch, Facts().torch.__class__)
+        f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, Facts().packages.__class__)
+        f_repo = pool.submit(
+            _safe, "repo", errors,
+            lambda: repo_code.probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
+        )  # fmt: skip
+        f_git = pool.submit(
+            _safe, "git", errors,
+            lambda: git_compare.probe_git(req.repo, req.compare, req.script, list(req.generate_args)), GitFacts,
+        )  # fmt: skip
+        f_deep = None
+        if req.deep:
+            from wandoc.probes import torch_deep
+
+            f_deep = pool.submit(
+                _safe, "torch-deep", errors, lambda: torch_deep.probe_torch_deep(req.deep_timeout), lambda: None
+            )
+        plat = _safe("platform", errors, lambda: platform.probe_platform(env), Facts().platform.__class__)
+        env_facts = _safe("env", errors, lambda: platform.probe_env(env), Facts().env.__class__)
+        repo = f_repo.result()
+        ckpt_dir = _ckpt_dir(req, repo)
+        ckpt = _safe("checkpoints", errors, lambda: checkpoints.probe_checkpoints(ckpt_dir), CheckpointFacts)
+        if ckpt_dir is not None and req.ckpt_dir is None:
+            ckpt.given = False  # found through the run's own --ckpt_dir, not named by the user
+        torch = f_torch.result()
+        if f_deep is not None and (deep := f_deep.result()) is not None:
+            torch.deep = deep
+        facts = Facts(
+            collected_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            wandoc_version=__version__,
+            platform=plat,
+            env=env_facts,
+            system=f_sys.result(),
+            nvml=f_nvml.result(),
+            torch=torch,
+            packages=f_pkgs.result(),
+            repo=repo,
+            checkpoints=ckpt,
+            git=f_git.result(),
+        )
+    facts.estimate = _safe(
+        "estimate", errors, lambda: estimate(facts.repo, facts.checkpoints), facts.estimate.__class__
+    )
+    facts.probe_errors = errors
+    return facts
+
+
+def coverage(facts: Facts) -> tuple[list[str], list[str]]:
+    """What the facts could see and what they could not, so a clean report never overclaims."""
+    seen: list[str] = ["environment", "platform"]
+    unseen: list[str] = []
+    if facts.system.error:
+        unseen.append(f"RAM and swap ({facts.system.error})")
+    else:
+        seen.append("RAM and swap")
+    if facts.nvml.available:
+        seen.append(f"{facts.nvml.gpu_count} GPU(s) through NVML")
+    else:
+        unseen.append(f"GPUs ({facts.nvml.error or 'NVML not available'})")
+    if facts.torch.installed:
+        seen.append("torch build")
+    if facts.torch.deep.ran:
+        seen.append("torch import and a GPU matmul (--deep)")
+    else:
+        unseen.append("torch import and CUDA at run time (add --deep)")
+    if facts.repo.found:
+        seen.append(f"the code of {facts.repo.path}")
+    elif facts.repo.given:
+        unseen.append(f"the checkout ({facts.repo.error})")
+    else:
+        unseen.append("a Wan checkout (none here; use --repo)")
+    if facts.checkpoints.found:
+        seen.append(f"{len(facts.checkpoints.files)} checkpoint file(s)")
+    elif facts.checkpoints.dir:
+        unseen.append(f"checkpoints ({facts.checkpoints.error or 'none found'})")
+    else:
+        unseen.append("checkpoints (use --ckpt-dir)")
+    if facts.git.compare_ref and not facts.git.compare_error:
+        seen.append(f"differences against {facts.git.compare_ref}")
+    unseen.extend(f"probe failed: {e}" for e in facts.probe_errors)
+    return seen, unseen
+
+
+def load_facts_file(path: Path) -> Facts:
+    """Recorded facts (``wandoc facts > FILE``), for replaying a user's machine anywhere."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("facts"), dict):
+        data = data["facts"]  # a whole `wandoc check --format json` report
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a facts object")
+    schema = data.get("schema", "wandoc.facts/1")
+    if schema != "wandoc.facts/1":
+        raise ValueError(f"{path}: schema {schema!r}, expected 'wandoc.facts/1'")
+    try:
+        return Facts.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise ValueError(f"{path}: {where}: {err.get('msg')}") from None

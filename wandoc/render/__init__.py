@@ -1,0 +1,1 @@
+"""Views of findings and facts: they render models and decide nothing."""

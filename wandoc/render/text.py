@@ -1,0 +1,76 @@
+"""The doctor's verdict in a terminal: findings grouped by area, evidence, and the fix for the user's shell."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from wandoc.engine import Finding
+from wandoc.engine.expr import show
+
+MARKS = {"error": ("✖", "bold red"), "warning": ("▲", "yellow"), "info": ("•", "cyan")}
+AREAS = {
+    "ENV": "Environment variables",
+    "GPU": "GPU and driver",
+    "TORCH": "PyTorch",
+    "SYS": "System memory and platform",
+    "ARGS": "generate.py arguments",
+    "ATTN": "Attention kernels",
+    "CODE": "Code on the run's path",
+    "CKPT": "Checkpoints",
+    "GIT": "Branch differences",
+    "RUN": "During the run",
+}
+
+
+def _evidence(value: Any) -> str:
+    text = show(value) if not isinstance(value, dict) else ", ".join(f"{k}={show(v)}" for k, v in value.items())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def counts_line(findings: Sequence[Finding]) -> str:
+    n = {s: sum(1 for f in findings if f.severity == s) for s in ("error", "warning", "info")}
+    parts = [f"{n['error']} error{'s' * (n['error'] != 1)}", f"{n['warning']} warning{'s' * (n['warning'] != 1)}"]
+    return ", ".join(parts) + f", {n['info']} note{'s' * (n['info'] != 1)}"
+
+
+def print_findings(console: Console, findings: Sequence[Finding], *, verbose: bool = True) -> None:
+    by_area: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_area.setdefault(f.area, []).append(f)
+    for area in sorted(by_area, key=lambda a: (-max(f.rank for f in by_area[a]), a)):
+        console.print(Text(AREAS.get(area, area), style="bold underline"))
+        for f in by_area[area]:
+            mark, style = MARKS.get(f.severity, ("•", ""))
+            where = f" [dim](step {f.step}, {escape(f.module or '')})[/dim]" if f.step is not None else ""
+            console.print(f"  [{style}]{mark} {escape(f.title)}[/{style}] [dim]{f.rule}[/dim]{where}")
+            console.print(Text("    " + f.message, style="default"), soft_wrap=False)
+            if verbose and f.evidence:
+                for label, value in f.evidence.items():
+                    console.print(Text(f"      {label}: {_evidence(value)}", style="dim"))
+            if f.fix:
+                console.print(Text("    fix: ", style="green").append(f.fix, style="default"))
+        console.print()
+
+
+def print_check(
+    console: Console,
+    findings: Sequence[Finding],
+    *,
+    rules_evaluated: int,
+    seen: Sequence[str],
+    unseen: Sequence[str],
+    source: str,
+) -> None:
+    if findings:
+        print_findings(console, findings)
+    else:
+        console.print("[green]No findings.[/green]")
+    console.print(f"[bold]{counts_line(findings)}[/bold] from {rules_evaluated} rules over {escape(source)}.")
+    console.print(f"[dim]checked: {escape(', '.join(seen))}[/dim]")
+    if unseen:
+        console.print(f"[dim]not checked: {escape('; '.join(unseen))}[/dim]")
