@@ -274,6 +274,15 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule fil
     raise typer.Exit(1 if failed else 0)
 
 
+@rules_app.command("doc")
+def rules_doc(rules: RulesOpt = None) -> None:
+    """Print the rule reference as markdown (docs/rules.md is this output for the shipped rules)."""
+    from wandoc.render.rules_doc import rules_markdown
+
+    settings = _settings()
+    typer.echo(rules_markdown(_rules([*settings.rules_dirs, *(rules or [])], [])), nl=False)
+
+
 RULE_TEMPLATE = '''# A wandoc rule. Test it with: wandoc rules test {path}
 # Expressions read the facts tree (see `wandoc facts`): dotted paths, comparisons, and/or/not,
 # comprehensions, and helpers such as len, any, first, get, gib, bytes, contains, version_lt.
