@@ -1,0 +1,120 @@
+"""What got worse between two run reports: per-metric ratios, and findings that are new in the second run.
+
+Per-step metrics are compared as medians over steps, so a run of 10 steps compares with a run of 50 and one
+slow first step (compile, cold caches) does not decide the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from wandoc.metrics import REPORT_SCHEMA, Report, StepMetrics
+
+
+class ReportError(ValueError):
+    """A report file that cannot be compared; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str  # "s", "bytes", "count", "%"
+    read: Callable[[StepMetrics], float | None]
+    higher_is_worse: bool = True
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("s/step", "s", lambda s: s.seconds),
+    Metric("H2D bytes/step", "bytes", lambda s: s.h2d_bytes),
+    Metric("D2H bytes/step", "bytes", lambda s: s.d2h_bytes),
+    Metric("copies/step", "count", lambda s: s.copies),
+    Metric("cast bytes/step", "bytes", lambda s: s.cast_bytes),
+    Metric("repeated cast bytes/step", "bytes", lambda s: s.repeated_cast_bytes),
+    Metric("CPU ops/step", "count", lambda s: s.cpu_ops),
+    Metric("syncs/step", "count", lambda s: s.syncs),
+    Metric("VRAM peak", "bytes", lambda s: s.vram_peak_bytes),
+    Metric("GPU use", "%", lambda s: s.gpu_util, higher_is_worse=False),
+)
+
+
+@dataclass
+class Row:
+    metric: str
+    unit: str
+    a: float | None
+    b: float | None
+    ratio: float | None  # b / a, oriented so that > 1 means worse
+    worse: bool
+
+
+@dataclass
+class Comparison:
+    rows: list[Row] = field(default_factory=list)
+    new_findings: list[str] = field(default_factory=list)  # "RULE-ID (step N, module)"
+    gone_findings: list[str] = field(default_factory=list)
+    threshold: float = 1.10
+
+    @property
+    def regressed(self) -> bool:
+        return any(r.worse for r in self.rows) or bool(self.new_findings)
+
+
+def load_report(path: Path) -> Report:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReportError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: not a JSON report: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ReportError(f"{path}: schema {found!r}, expected {REPORT_SCHEMA!r} (a `wanrun generate --report` file)")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ReportError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _median(report: Report, metric: Metric) -> float | None:
+    values = [v for s in report.steps if (v := metric.read(s)) is not None]
+    return float(statistics.median(values)) if values else None
+
+
+def _ratio(a: float | None, b: float | None, higher_is_worse: bool) -> float | None:
+    if a is None or b is None:
+        return None
+    if not higher_is_worse:
+        a, b = b, a
+    if a == 0:
+        return None if b == 0 else float("inf")
+    return b / a
+
+
+def _finding_keys(report: Report) -> dict[str, str]:
+    return {f.rule: f"{f.rule} (step {f.step}, {f.module})" if f.module else f.rule for f in report.findings}
+
+
+def compare(a: Report, b: Report, threshold: float = 1.10, min_bytes: int = 1 << 20) -> Comparison:
+    """Compare run B against baseline A; a metric is worse when its ratio exceeds ``threshold`` and, for byte
+    metrics, the difference is at least ``min_bytes`` (a few kilobytes more is noise, not a regression)."""
+    out = Comparison(threshold=threshold)
+    for m in METRICS:
+        va, vb = _median(a, m), _median(b, m)
+        ratio = _ratio(va, vb, m.higher_is_worse)
+        worse = ratio is not None and ratio > threshold
+        if worse and m.unit == "bytes" and va is not None and vb is not None:
+            worse = abs(vb - va) >= min_bytes
+        if worse and m.unit == "count" and va is not None and vb is not None:
+            worse = vb - va >= 1
+        out.rows.append(Row(m.name, m.unit, va, vb, ratio, worse))
+    ka, kb = _finding_keys(a), _finding_keys(b)
+    out.new_findings = [kb[r] for r in sorted(set(kb) - set(ka))]
+    out.gone_findings = [ka[r] for r in sorted(set(ka) - set(kb))]
+    return out
