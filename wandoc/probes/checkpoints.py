@@ -1,0 +1,337 @@
+"""The weights on disk: which models, how many parameters, in which dtype, from file headers only.
+
+A safetensors file starts with an 8-byte little-endian length and a JSON table of its tensors, so a 57 GB
+expert is described by reading a few hundred kilobytes. The dtype found there decides a run's memory (the
+A14B experts ship in fp32) and whether fp8 pays off; a truncated download shows as tensors past the file's end.
+Files are user input: every length is checked before it is trusted, and a bad file is a fact, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from wandoc.facts import CheckpointFacts, CheckpointFile, CheckpointModel
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+HEADER_BUDGET_BYTES = 512 * 1024 * 1024  # all headers together, so a folder of hostile files stays cheap
+MAX_DEPTH = 3
+MAX_ENTRIES = 2000  # files and folders looked at; a home directory stops here instead of being crawled
+
+FORMATS = {".safetensors": "safetensors", ".pth": "pth", ".pt": "pt", ".bin": "bin", ".gguf": "gguf", ".ckpt": "ckpt"}
+DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+}  # fmt: skip
+DIT_ROLES = ("dit", "high_noise_model", "low_noise_model")
+
+# Innermost folder name -> role, for the official, diffusers and ComfyUI layouts.
+FOLDER_ROLES = {
+    "high_noise_model": "high_noise_model",
+    "low_noise_model": "low_noise_model",
+    "transformer": "dit",
+    "transformer_2": "dit",
+    "diffusion_models": "dit",
+    "unet": "dit",
+    "text_encoder": "t5",
+    "text_encoders": "t5",
+    "vae": "vae",
+    "image_encoder": "other",
+    "clip_vision": "other",
+    "loras": "other",
+    "lora": "other",
+    "process_checkpoint": "other",
+}
+_SHARD = re.compile(r"^(?P<base>.+)-\d+-of-\d+$")
+_NAME_ROLES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"lora|clip|wav2vec|xlm.?roberta|image_encoder|audio"), "other"),
+    (re.compile(r"vae"), "vae"),
+    (re.compile(r"umt5|(?<![a-z0-9])t5(?![a-z0-9])"), "t5"),
+    (re.compile(r"high.?noise"), "high_noise_model"),
+    (re.compile(r"low.?noise"), "low_noise_model"),
+    (re.compile(r"diffusion_pytorch_model|(?=.*wan).*(t2v|i2v|ti2v|s2v|flf2v|vace|animate)"), "dit"),
+]
+_NAME_DTYPES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"bf16"), "BF16"),
+    (re.compile(r"fp16|(?<![a-z0-9])f16(?![a-z0-9])"), "F16"),
+    (re.compile(r"fp32|(?<![a-z0-9])f32(?![a-z0-9])"), "F32"),
+    (re.compile(r"e5m2"), "F8_E5M2"),
+    (re.compile(r"fp8|e4m3"), "F8_E4M3"),
+    (re.compile(r"(?<![a-z0-9])(q[2-8](?:_[0-9a-z]+)*)(?![a-z0-9])"), ""),  # GGUF quantisation, e.g. Q4_K_M
+]
+
+
+class HeaderError(ValueError):
+    """A safetensors header that is not what the format promises."""
+
+
+# -- safetensors headers ----------------------------------------------------------------------------------
+
+
+def read_header(stream: BinaryIO, size: int) -> tuple[dict[str, Any], int]:
+    """The JSON table at the start of a safetensors stream of ``size`` bytes, and its length in bytes."""
+    if size < 8:
+        raise HeaderError(f"{size} bytes: too short for a safetensors header")
+    prefix = stream.read(8)
+    if len(prefix) != 8:
+        raise HeaderError("truncated before the header length")
+    length = int.from_bytes(prefix, "little")
+    if length > MAX_HEADER_BYTES:
+        raise HeaderError(f"header length {length} is over the {MAX_HEADER_BYTES}-byte limit (not safetensors?)")
+    if length > size - 8:
+        raise HeaderError(f"header length {length} runs past the end of the {size}-byte file (truncated?)")
+    raw = stream.read(length)
+    if len(raw) != length:
+        raise HeaderError("truncated inside the header")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise HeaderError(f"header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise HeaderError(f"header is a JSON {type(header).__name__}, not an object")
+    return header, length
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+        raise HeaderError(f"tensor {name!r}: shape {value!r} is not a list of non-negative integers")
+    return value
+
+
+def summarize_header(header: dict[str, Any], data_bytes: int) -> tuple[int, dict[str, int]]:
+    """Parameters and the dtype histogram (by parameter count) of a header over ``data_bytes`` of tensor data.
+
+    Offsets past ``data_bytes`` mean the file was cut short; a span that disagrees with shape x dtype size
+    means the header lies. Either way the file cannot be loaded, so it is an error, not a statistic.
+    """
+    params = 0
+    dtypes: dict[str, int] = defaultdict(int)
+    for name, info in header.items():
+        if name == "__metadata__":
+            if not isinstance(info, dict):
+                raise HeaderError("__metadata__ is not an object")
+            continue
+        if not isinstance(info, dict):
+            raise HeaderError(f"tensor {name!r}: entry is not an object")
+        dtype = info.get("dtype")
+        if not isinstance(dtype, str) or not dtype:
+            raise HeaderError(f"tensor {name!r}: dtype {dtype!r} is not a name")
+        count = math.prod(_shape(info.get("shape"), name))
+        offsets = info.get("data_offsets")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]
+        ):
+            raise HeaderError(f"tensor {name!r}: data_offsets {offsets!r} are not [begin, end]")
+        if offsets[1] > data_bytes:
+            raise HeaderError(f"tensor {name!r} ends at byte {offsets[1]} of {data_bytes} (truncated file?)")
+        width = DTYPE_BYTES.get(dtype.upper())
+        if width is not None and offsets[1] - offsets[0] != count * width:
+            raise HeaderError(f"tensor {name!r}: {offsets[1] - offsets[0]} bytes for {count} x {dtype}")
+        params += count
+        dtypes[dtype.upper()] += count
+    return params, dict(dtypes)
+
+
+def inspect_safetensors(stream: BinaryIO, size: int, path: str) -> CheckpointFile:
+    """One safetensors file's facts; anything wrong with it lands in ``error``."""
+    facts = CheckpointFile(path=path, format="safetensors", bytes=size)
+    try:
+        header, length = read_header(stream, size)
+        facts.params, facts.dtypes = summarize_header(header, size - 8 - length)
+    except HeaderError as exc:
+        facts.error = str(exc)
+    except Exception as exc:
+        facts.error = f"unreadable: {type(exc).__name__}: {exc}"
+    return facts
+
+
+def name_dtype_hint(name: str) -> str:
+    """A dtype written in a file name ("...-bf16.pth", "..._fp8_e4m3fn", "...-Q4_K_M.gguf"); a hint, not a fact."""
+    low = name.lower()
+    for pattern, dtype in _NAME_DTYPES:
+        match = pattern.search(low)
+        if match:
+            return dtype or match.group(1).upper()
+    return ""
+
+
+def file_facts(path: Path, rel: str, budget: list[int]) -> CheckpointFile:
+    """Facts for one weight file. Only safetensors headers are read; other formats are pickles or GGUF, whose
+    dtype comes from the file name if at all, recorded with a parameter count of 0 (unknown)."""
+    fmt = FORMATS[path.suffix.lower()]
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return CheckpointFile(path=rel, format=fmt, error=f"cannot stat: {exc}")
+    if fmt != "safetensors":
+        hint = name_dtype_hint(path.name)
+        return CheckpointFile(path=rel, format=fmt, bytes=size, dtypes={hint: 0} if hint else {})
+    if budget[0] <= 0:
+        return CheckpointFile(path=rel, format=fmt, bytes=size, error="not read: the header budget is spent")
+    try:
+        with path.open("rb") as stream:
+            facts = inspect_safetensors(stream, size, rel)
+            budget[0] -= stream.tell()
+            return facts
+    except OSError as exc:
+        return CheckpointFile(path=rel, format=fmt, bytes=size, error=f"cannot read: {exc}")
+
+
+# -- walking and grouping ---------------------------------------------------------------------------------
+
+
+def walk_weights(root: Path) -> tuple[list[Path], list[str]]:
+    """Weight files under ``root``, at most MAX_DEPTH folders down and MAX_ENTRIES entries in all.
+
+    Hidden folders are skipped; symlinked files are followed (the Hugging Face cache is made of them) and
+    symlinked folders once each.
+    """
+    found: list[Path] = []
+    problems: list[str] = []
+    seen_dirs: set[str] = set()
+    entries = 0
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            real = os.path.realpath(folder)
+            if real in seen_dirs:
+                continue
+            seen_dirs.add(real)
+            with os.scandir(folder) as it:
+                listing = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(f"cannot list {folder}: {exc.strerror or exc}")
+            continue
+        subfolders: list[Path] = []
+        for entry in listing:
+            entries += 1
+            if entries > MAX_ENTRIES:
+                problems.append(f"stopped after {MAX_ENTRIES} files and folders (is this the checkpoint folder?)")
+                return sorted(found), problems
+            try:
+                if entry.is_dir():
+                    if depth < MAX_DEPTH and not entry.name.startswith("."):
+                        subfolders.append(Path(entry.path))
+                elif entry.is_file() and Path(entry.name).suffix.lower() in FORMATS:
+                    found.append(Path(entry.path))
+            except OSError:
+                continue
+        stack.extend((sub, depth + 1) for sub in reversed(subfolders))
+    return sorted(found), problems
+
+
+def role_for(rel: PurePosixPath) -> str:
+    """What a weight file is, from its folders (innermost known one) and then its name."""
+    folder_role = next((FOLDER_ROLES[p.lower()] for p in reversed(rel.parts[:-1]) if p.lower() in FOLDER_ROLES), None)
+    if folder_role not in (None, "dit"):
+        return folder_role
+    name = rel.name.lower()
+    for pattern, role in _NAME_ROLES:
+        if pattern.search(name):
+            return role
+    return folder_role or "other"
+
+
+def _group_key(rel: PurePosixPath, role: str) -> tuple[str, str, str]:
+    stem = rel.name[: -len(rel.suffix)] if rel.suffix else rel.name
+    shard = _SHARD.match(stem)
+    base = f"{shard.group('base')}-*{rel.suffix}" if shard else rel.name
+    return str(rel.parent), role, base
+
+
+def _main_dtype(dtypes: dict[str, int]) -> str:
+    return max(dtypes, key=lambda d: dtypes[d]) if dtypes else ""
+
+
+def group_models(files: Iterable[CheckpointFile]) -> list[CheckpointModel]:
+    """Files that form one model: the shards of one base name in one folder, or a single file.
+
+    A model is named by its folder when it is the only model there ("high_noise_model", "vae"), else by its
+    file (or shard pattern), since the official layout keeps the DiT shards, T5 and the VAE side by side.
+    """
+    groups: dict[tuple[str, str, str], list[CheckpointFile]] = defaultdict(list)
+    for f in files:
+        rel = PurePosixPath(f.path)
+        groups[_group_key(rel, role_for(rel))].append(f)
+    per_folder: dict[str, int] = defaultdict(int)
+    for parent, _, _ in groups:
+        per_folder[parent] += 1
+    models: list[CheckpointModel] = []
+    for (parent, role, base), members in sorted(groups.items()):
+        dtypes: dict[str, int] = defaultdict(int)
+        for f in members:
+            for dtype, count in f.dtypes.items():
+                dtypes[dtype] += count
+        label = parent if per_folder[parent] == 1 else str(PurePosixPath(parent) / base)
+        models.append(
+            CheckpointModel(
+                folder=label,
+                role=role,
+                files=len(members),
+                bytes=sum(f.bytes for f in members),
+                params=sum(f.params for f in members),
+                main_dtype=_main_dtype(dtypes),
+                dtypes=dict(dtypes),
+            )
+        )
+    _diffusers_experts(models)
+    return models
+
+
+def _diffusers_experts(models: list[CheckpointModel]) -> None:
+    """Diffusers keeps Wan2.2's A14B experts in transformer/ (high noise) and transformer_2/ (low noise)."""
+    by_folder = {m.folder: m for m in models if m.role == "dit"}
+    for folder, model in by_folder.items():
+        path = PurePosixPath(folder)
+        if path.name == "transformer_2" and str(path.with_name("transformer")) in by_folder:
+            model.role = "low_noise_model"
+            by_folder[str(path.with_name("transformer"))].role = "high_noise_model"
+
+
+def _summarize(facts: CheckpointFacts) -> None:
+    dits = [m for m in facts.models if m.role in DIT_ROLES]
+    if not dits:
+        return
+    roles = {m.role for m in dits}
+    facts.dit_experts = len(roles & {"high_noise_model", "low_noise_model"}) or 1
+    expert = max(dits, key=lambda m: (m.params, m.bytes))
+    facts.dit_params = expert.params
+    facts.dit_main_dtype = expert.main_dtype
+    facts.dit_bytes_on_disk = expert.bytes
+
+
+def probe_checkpoints(ckpt_dir: Path | None) -> CheckpointFacts:
+    facts = CheckpointFacts(given=ckpt_dir is not None)
+    if ckpt_dir is None:
+        return facts
+    try:
+        root = Path(ckpt_dir).expanduser()
+        facts.dir = str(root)
+        if root.is_file() and root.suffix.lower() in FORMATS:  # a single-file checkpoint
+            paths, problems, base = [root], [], root.parent
+        elif root.is_dir():
+            (paths, problems), base = walk_weights(root), root
+        else:
+            facts.error = f"{root} is not a folder" if root.exists() else f"{root} does not exist"
+            return facts
+        facts.found = True
+        budget = [HEADER_BUDGET_BYTES]
+        facts.files = [file_facts(p, p.relative_to(base).as_posix(), budget) for p in paths]
+        facts.models = group_models(facts.files)
+        _summarize(facts)
+        if not paths:
+            problems.insert(0, "no weight files (.safetensors, .pth, .pt, .bin, .gguf, .ckpt) found")
+        facts.error = "; ".join(problems[:5]) or None
+    except Exception as exc:
+        facts.error = f"checkpoint probe failed: {type(exc).__name__}: {exc}"
+    return facts
