@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import functools
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,8 +233,10 @@ class Expr:
         return sorted(set(longest))
 
 
-def compile_expr(source: str, extra_names: Iterable[str] = ()) -> Expr:
-    """Parse and check an expression; raise ExprError naming what is not allowed."""
+@functools.lru_cache(maxsize=8192)
+def compile_expr(source: str) -> Expr:
+    """Parse and check an expression; raise ExprError naming what is not allowed. Cached: rules are compiled
+    at load time and their templates rendered per finding, from the same few hundred sources."""
     if not isinstance(source, str) or not source.strip():
         raise ExprError("empty expression")
     if len(source) > MAX_SOURCE:
