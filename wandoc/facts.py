@@ -210,6 +210,8 @@ class ImportPath(_Facts):
     conditional: list[str] = Field(default_factory=list)  # reached only through imports inside functions
     third_party: list[str] = Field(default_factory=list)  # top-level names
     unimported: list[str] = Field(default_factory=list)  # checkout .py files the run never imports
+    # imported (a package __init__ imports every pipeline) but serving only other tasks: not judged
+    other_tasks: list[str] = Field(default_factory=list)
     unresolved: list[str] = Field(default_factory=list)  # "wan/x.py:12 importlib.import_module(name)"
     errors: list[str] = Field(default_factory=list)  # "wan/bad.py:3 SyntaxError: ..."
 

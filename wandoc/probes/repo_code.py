@@ -21,6 +21,7 @@ from typing import Any
 
 from wandoc.facts import ArgFacts, CodeSite, EnvRead, EnvVarUse, LauncherSet, RepoFacts
 from wandoc.probes.import_path import FsSource, ParsedFile, Source, Walk, dotted, skip_dir, walk_source
+from wandoc.probes.wan_tasks import other_task_files, scope_sites
 
 REDACTED = "<redacted>"
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "COOKIE")
@@ -132,7 +133,8 @@ def code_facts(
     reads = _all_env_reads(walk, texts)
     facts.env_reads = [r.fact for r in reads]
     facts.env_vars = join_env(reads, facts.launchers, environ)
-    sites = find_sites(walk, texts)
+    facts.import_path.other_tasks = other_task_files(facts.import_path.modules, facts.effective.get("task"))
+    sites = scope_sites(find_sites(walk, texts), facts.import_path.other_tasks)
     facts.sites = sites
     on = [s for s in sites if s.on_path]
     facts.flash_attn_required = any(s.kind == "flash_attention_call" for s in on)
