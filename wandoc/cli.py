@@ -159,16 +159,21 @@ def check(
     from wandoc.render.text import print_check
 
     settings = _settings()
-    rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
     if facts_file is not None:
+        rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
         try:
             facts = load_facts_file(facts_file)
         except ValueError as exc:
             fail(f"--facts {exc}")
         source = f"facts recorded in {facts_file}"
     else:
+        from concurrent.futures import ThreadPoolExecutor
+
         req = _request(repo, script, ckpt_dir, compare, deep)
-        facts = collect(req)
+        with ThreadPoolExecutor(max_workers=1) as pool:  # probes wait on NVML, git and disks: load rules meanwhile
+            pending = pool.submit(collect, req)
+            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
+            facts = pending.result()
         _check_user_input(facts, req)
         source = "this machine"
     chosen_shell = (shell.value if shell else None) or settings.shell or facts.platform.shell or "bash"

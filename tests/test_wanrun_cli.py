@@ -1,0 +1,168 @@
+"""``wanrun`` end to end on the CPU: the built-in pipeline under the guards, reports, exit codes, strict mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wandoc.metrics import REPORT_SCHEMA, Report
+from wanrun.cli import main
+
+STEP_KEYS = {
+    "index", "seconds", "h2d_bytes", "d2h_bytes", "copies", "cast_bytes", "repeated_cast_bytes", "cpu_ops",
+    "cpu_resident", "syncs", "vram_peak_bytes", "gpu_util", "deep",
+}  # fmt: skip
+FINDING_KEYS = {"rule", "severity", "title", "message", "fix", "evidence", "step", "module"}
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def wanrun(*args: str) -> int:
+    return main(list(args))
+
+
+def rule_dir(tmp_path: Path, severity: str, when: str = "step.index >= 1") -> Path:
+    """A user rule folder holding one step rule, to drive --strict and --fail-on on a clean CPU run."""
+    folder = tmp_path / f"rules-{severity}"
+    folder.mkdir()
+    (folder / "TEST-STEP-ONE.toml").write_text(
+        f'id = "TEST-STEP-ONE"\ntitle = "step one reached"\nseverity = "{severity}"\nscope = "step"\n'
+        f'when = "{when}"\nmessage = "step {{step.index}} ran"\nmodule = "\'blocks.0\'"\n'
+    )
+    return folder
+
+
+def test_generate_writes_the_video_and_a_valid_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = wanrun("generate", "--steps", "3", "--out", "clip.mp4", "--report", "run.json")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (tmp_path / "clip.mp4").stat().st_size > 0
+    raw = json.loads((tmp_path / "run.json").read_text())
+    assert {"schema", "run", "phases", "steps", "findings", "summary"} <= raw.keys()
+    assert raw["schema"] == REPORT_SCHEMA
+    assert all(s.keys() >= STEP_KEYS for s in raw["steps"]) and len(raw["steps"]) == 3
+    assert {p["name"] for p in raw["phases"]} == {"load", "encode", "denoise", "decode", "save"}
+    report = Report.model_validate(raw)
+    assert report.summary.output_bytes == (tmp_path / "clip.mp4").stat().st_size
+    assert report.run.pipeline == "builtin" and report.run.denoiser == "WanStyleDiT" and report.run.tokens > 0
+    assert [s.forwards for s in report.steps] == [2, 2, 2]
+    assert report.summary.deep_steps == [0, 1]
+    assert not list(tmp_path.glob(".run.json.*"))  # the temp file of the atomic write is gone
+    assert "No findings." in out and "WanStyleDiT on cpu" in out
+
+
+def test_fp32_weights_under_autocast_are_measured(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("generate", "--steps", "2", "--dtype", "bf16", "--out", "c.npy", "--report", "r.json", "--quiet")
+    assert wanrun(*args, "--weights-dtype", "fp32") == 0
+    fp32 = Report.model_validate_json((tmp_path / "r.json").read_text())
+    assert wanrun(*args) == 0
+    bf16 = Report.model_validate_json((tmp_path / "r.json").read_text())
+    assert fp32.steps[1].repeated_cast_bytes > 0 and fp32.steps[1].top_casts[0].module.startswith("blocks.")
+    assert bf16.summary.repeated_cast_bytes_total == 0
+    assert "steps in" in capsys.readouterr().out  # --quiet still ends with one line
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--size", "100x7"], "--size"),
+        (["--frames", "6"], "4k+1"),
+        (["--cpu-block", "9"], "--cpu-block"),
+        (["--fail-on", "sometimes"], "sometimes"),
+        (["--no-such-option"], "no-such-option"),
+        (["--rules", "missing-folder"], "missing-folder"),
+        (["--deep-every", "-1"], "--deep-every"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: list[str], names: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert wanrun("generate", *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and names in err and "Traceback" not in err
+
+
+def test_a_failed_generation_exits_3_and_still_writes_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wanrun.pipeline.run as run_module
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_module, "write_video", disk_full)
+    assert wanrun("generate", "--steps", "2", "--out", "clip.mp4", "--report", "run.json") == 3
+    report = Report.model_validate_json((tmp_path / "run.json").read_text())
+    assert report.summary.error and "No space left on device" in report.summary.error
+    assert len(report.steps) == 2 and not report.summary.interrupted
+    err = capsys.readouterr().err
+    assert "the generation failed" in err and "Traceback" not in err
+
+
+def test_strict_stops_at_the_first_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = rule_dir(tmp_path, "error")
+    code = wanrun("generate", "--steps", "6", "--strict", "--rules", str(rules), "--report", "r.json", "--out", "c.npy")
+    assert code == 1
+    report = Report.model_validate_json((tmp_path / "r.json").read_text())
+    assert len(report.steps) == 2 and report.summary.interrupted
+    assert [(f.rule, f.step, f.module) for f in report.findings] == [("TEST-STEP-ONE", 1, "blocks.0")]
+    assert set(json.loads((tmp_path / "r.json").read_text())["findings"][0]) >= FINDING_KEYS
+    assert "stopped by --strict at step 1" in capsys.readouterr().out
+    assert not (tmp_path / "c.npy").exists()
+
+
+def test_fail_on_sets_the_exit_code(tmp_path: Path) -> None:
+    rules = str(rule_dir(tmp_path, "warning"))
+    base = ("generate", "--steps", "2", "--quiet", "--out", "c.npy", "--rules", rules)
+    assert wanrun(*base) == 0  # default: only errors fail
+    assert wanrun(*base, "--fail-on", "warning") == 1
+    assert wanrun(*base, "--fail-on", "never") == 0
+
+
+def test_ctrl_c_exits_130_with_a_partial_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wanrun.pipeline.run as run_module
+
+    real_step = run_module.FlowMatchSampler.step
+
+    def step(self: object, index: int, *args: object) -> object:
+        if index == 2:
+            raise KeyboardInterrupt
+        return real_step(self, index, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_module.FlowMatchSampler, "step", step)
+    assert wanrun("generate", "--steps", "5", "--quiet", "--out", "c.npy", "--report", "r.json") == 130
+    report = Report.model_validate_json((tmp_path / "r.json").read_text())
+    assert report.summary.interrupted and len(report.steps) == 3 and report.summary.error is None
+
+
+def test_report_command_renders_a_report_and_refuses_other_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert wanrun("generate", "--steps", "2", "--quiet", "--out", "c.npy", "--report", "run.json") == 0
+    capsys.readouterr()
+    assert wanrun("report", "run.json") == 0
+    assert "WanStyleDiT on cpu" in capsys.readouterr().out
+    (tmp_path / "check.json").write_text(json.dumps({"schema": "wandoc.check/1", "findings": []}))
+    (tmp_path / "junk.json").write_text("{not json")
+    for name in ("check.json", "junk.json", "absent.json"):
+        assert wanrun("report", name) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and name in err
+
+
+def test_help_teaches_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert wanrun("generate", "--help") == 0
+    out = capsys.readouterr().out
+    assert "Examples" in out and "--weights-dtype fp32" in out and "Exit codes" in out
+    assert wanrun() == 0 and "generate" in capsys.readouterr().out
+
+
+def test_the_cli_module_imports_without_torch() -> None:
+    code = "import sys, wanrun.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,3 @@
+from wanrun.cli import main
+
+raise SystemExit(main())

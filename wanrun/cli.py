@@ -1,0 +1,297 @@
+"""``wanrun``: run a generation under the guards, and read run reports.
+
+Thin on purpose: parse, call, render, exit code. torch and the pipeline are imported inside the command that
+needs them, so ``wanrun --help`` and ``wanrun report`` start in a blink. Exit codes: 0 nothing at or above
+``--fail-on``; 1 a finding at or above it (or ``--strict`` stopped the run); 2 bad input, one line, no
+traceback; 3 the generation itself failed (the report is still written); 130 interrupted (Ctrl-C), with a
+partial report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from typer.exceptions import TyperException
+
+if TYPE_CHECKING:
+    from wandoc.metrics import Report
+
+EXIT_FINDINGS, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+app = typer.Typer(
+    name="wanrun",
+    help="Run Wan video generation under runtime guards that say, step by step, where the time goes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+class FailOn(StrEnum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+class UsageProblem(Exception):
+    """Bad input found by a command: reported as one line, exit 2."""
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _err(message: str) -> None:
+    typer.echo(f"wanrun: {message}", err=True)
+
+
+def _bail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    _err(message)
+    raise typer.Exit(code)
+
+
+def write_report(report: Report, path: Path) -> None:
+    """Write atomically: a temp file in the same folder, then a rename, so a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(report.to_json())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _config_error(exc: Exception) -> str:
+    """A pydantic ValidationError as one line naming the option."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors) or not errors():
+        return str(exc).splitlines()[0]
+    err = errors()[0]
+    field = "-".join(str(p) for p in err.get("loc", ())[:1]).replace("_", "-")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    return f"--{field}: {msg}" if field else msg
+
+
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
+
+
+GENERATE_HELP = """Generate a clip with the built-in Wan-style pipeline under the guards.
+
+Every step is timed and the denoiser's weights are checked for where they live. The first steps, every \
+--deep-every-th step and any step that turns slow are inspected op by op: host-device copies, casts, syncs and \
+heavy compute on the CPU, each charged to its module (blocks.7.ffn.0). Findings print the moment they first \
+happen, with the fix; a summary follows, and the JSON report with --report.
+
+[bold]Examples[/bold]
+
+  wanrun generate                                  [dim]tiny model, any CPU[/dim]
+  wanrun generate --preset wan-1.3b --steps 20 --report run.json
+  wanrun generate --preset small --weights-dtype fp32  [dim]re-cast weights[/dim]
+  wanrun generate --preset small --offload         [dim]weights cross PCIe[/dim]
+  wanrun generate --preset small --cpu-block 3     [dim]a block on the CPU[/dim]
+  wanrun generate --preset small --host-copy --strict --fail-on warning
+  wanrun report run.json                           [dim]read a report again[/dim]
+
+Exit codes: 0 clean; 1 a finding at or above --fail-on, or --strict stopped the run; 2 bad input; 3 the \
+generation failed (the report is still written); 130 interrupted (a partial report).
+"""
+
+
+@app.command(help=GENERATE_HELP, no_args_is_help=False)
+def generate(
+    prompt: Annotated[str | None, typer.Option(help="What the clip shows.")] = None,
+    negative_prompt: Annotated[str | None, typer.Option(help="What to steer away from (the CFG negative).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Model size: tiny, small or wan-1.3b.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, multiples of 16, e.g. 832x480.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames, 4k+1 (5, 17, 81).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Noise seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    guide_scale: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance; 1 = one forward per step.")
+    ] = None,
+    shift: Annotated[float | None, typer.Option(help="Flow-matching sigma shift.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Compute dtype under autocast: bf16, fp16 or fp32.")] = None,
+    weights_dtype: Annotated[
+        str | None, typer.Option(help="Dtype the weights are stored in (fp32 re-casts every forward).")
+    ] = None,
+    offload: Annotated[bool, typer.Option("--offload", help="Per-block offload: weights move in and out.")] = False,
+    cpu_block: Annotated[int | None, typer.Option(help="Leave block N on the CPU (a regression to see).")] = None,
+    host_copy: Annotated[bool, typer.Option("--host-copy", help="Keep the latents on the host between steps.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Output video (.mp4, .gif or .npy).")] = None,
+    fps: Annotated[int | None, typer.Option(help="Frames per second of the output.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the JSON run report here.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first error-level finding.")] = False,
+    fail_on: Annotated[FailOn, typer.Option(help="Exit 1 on findings at or above this severity.")] = FailOn.error,
+    rules: Annotated[
+        list[Path] | None, typer.Option("--rules", help="More rule files or folders (repeatable).")
+    ] = None,
+    deep_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Inspect every N-th step op by op, whatever it costs (0: the first steps only). "
+            "Default: every 10th while that adds under 3% to the run."
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-step status; findings and a line.")] = False,
+) -> None:
+    from pydantic import ValidationError
+
+    from wandoc import rulebook
+    from wandoc.engine import RuleFileError, at_or_above
+    from wanrun.pipeline.config import PipelineConfig
+
+    given: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "preset": preset,
+        "steps": steps,
+        "size": size,
+        "frames": frames,
+        "seed": seed,
+        "device": device,
+        "guide_scale": guide_scale,
+        "shift": shift,
+        "dtype": dtype,
+        "weights_dtype": weights_dtype,
+        "offload": offload or None,
+        "cpu_block": cpu_block,
+        "host_copy": host_copy or None,
+        "out": out,
+        "fps": fps,
+    }
+    try:
+        cfg = PipelineConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        _bail(_config_error(exc))
+    if deep_every is not None and deep_every < 0:
+        _bail("--deep-every: must be 0 or more")
+    try:
+        loaded = rulebook.load(rules or [])
+    except RuleFileError as exc:
+        _bail(str(exc))
+
+    console = _out()
+    code, result = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console)
+    final, stop = result
+    if report is not None:
+        try:
+            write_report(final, report)
+        except OSError as exc:
+            _bail(f"cannot write the report {report}: {exc}")
+    from wandoc.render.text import counts_line
+    from wanrun.report_view import render
+
+    if quiet:
+        console.print(
+            f"{counts_line(final.findings)}; {final.summary.steps} steps in {final.summary.seconds_total:.1f} s"
+        )
+    else:
+        console.print()
+        render(final, console)
+    if report is not None:
+        console.print(f"[dim]report: {report}[/dim]")
+    if stop is not None:
+        console.print(f"[red]stopped by --strict at step {stop.step}: {stop.rule}[/red] {stop.message}", markup=True)
+    if code == 0 and at_or_above(final.findings, fail_on.value):
+        code = EXIT_FINDINGS
+    raise typer.Exit(code)
+
+
+def _run(
+    cfg: Any, rules: list[Any], *, strict: bool, deep_every: int | None, quiet: bool, console: Console
+) -> tuple[int, tuple[Report, Any]]:
+    """Run the pipeline under a guard; (exit code, (report, the finding that stopped a strict run))."""
+    import torch
+
+    from wandoc.metrics import RunInfo
+    from wanrun.guard import Guard, GuardStop
+    from wanrun.live import LiveView
+    from wanrun.pipeline import model_summary, run_pipeline
+
+    shape = model_summary(cfg)
+    device = cfg.resolved_device()
+    compute, _ = cfg.resolved_dtypes(torch.device(device).type)
+    autocast = {"bf16": "bfloat16", "fp16": "float16"}.get(compute, "")
+    run = RunInfo(
+        pipeline="builtin",
+        size=f"{cfg.size[0]}x{cfg.size[1]}",
+        frames=cfg.frames,
+        tokens=shape["tokens"],
+        steps_total=cfg.steps,
+        autocast_dtype=autocast,
+        args=cfg.model_dump(mode="json"),
+    )
+    view = LiveView(console, quiet=quiet, total=cfg.steps)
+    sampling: dict[str, Any] = {} if deep_every is None else {"deep_every": deep_every, "deep_budget": None}
+    guard = Guard(device, rules, strict=strict, on_finding=view.on_finding, on_step=view.on_step, run=run, **sampling)
+    code, stop = 0, None
+    try:
+        with view, guard:
+            result = run_pipeline(cfg, guard)
+            guard.record_output(result.out)
+    except GuardStop as exc:
+        code, stop = EXIT_FINDINGS, exc.finding
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+        _err("interrupted; the report covers the steps that ran")
+    except Exception as exc:
+        code = EXIT_FAILED
+        _err(f"the generation failed: {type(exc).__name__}: {exc}{_where(exc)}")
+    return code, (guard.report, stop)
+
+
+@app.command("report")
+def report_cmd(
+    file: Annotated[Path, typer.Argument(help="A report written by `wanrun generate --report FILE`.")],
+) -> None:
+    """Show a saved run report: phases, per-step costs, findings, and what was and was not checked.
+
+    [bold]Example[/bold]
+
+      wanrun report run.json
+    """
+    from wanrun.report_view import ReportFileError, load_report, render
+
+    try:
+        loaded = load_report(file)
+    except ReportFileError as exc:
+        _bail(str(exc))
+    render(loaded, _out())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: usage errors become one line and exit 2, like every other bad input."""
+    args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
+    try:
+        code = app(args=args, prog_name="wanrun", standalone_mode=False)
+    except typer.Abort:
+        code = EXIT_INTERRUPTED
+    except TyperException as exc:  # an unknown option, a missing value, a bad choice
+        _err(exc.format_message().replace("Value error, ", ""))
+        code = EXIT_USAGE if exc.exit_code in (1, 2) else exc.exit_code
+    code = code if isinstance(code, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

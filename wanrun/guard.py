@@ -1,0 +1,575 @@
+"""The guard: watches a generation step by step and judges each step with the runtime rules.
+
+``with guard(device="cuda") as g: ...`` then ``g.report``. The guard implements the pipeline hooks (phases,
+scheduler steps, attached models), so the built-in pipeline, a user's script and a notebook use it the same
+way; without explicit steps (a notebook), one forward of the attached denoiser is one step.
+
+Cost model: cheap checks run every step (the step clock, the residency of the denoiser's weights, NVML on its
+own thread); deep per-op inspection runs on the first ``deep_steps`` steps, after any change in where the
+weights live, and then as a sample: every ``deep_every``-th step and the step after one that was slow (over
+``slow_factor`` times the median of the plain steps before it). Sampled inspections are skipped when they
+would push the guard's measured extra time past ``deep_budget`` of the run's step time: per-op Python costs
+about 1% of a step at 480p and more than the step itself at small shapes, so the sample adapts to the shape.
+The report says which steps were deep. Everything the guard installs (hooks, dispatch mode, sampler thread)
+is removed when the context exits, however it exits.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wandoc import rulebook
+from wandoc.engine import Finding, Rule
+from wandoc.metrics import Phase, Report, RunInfo, StepHistory, StepMetrics, Summary
+from wanrun.guards.casts import CastTracker
+from wanrun.guards.clock import StepClock
+from wanrun.guards.dispatch import DeepSession, warm_up
+from wanrun.guards.nvml_sampler import NvmlSampler
+from wanrun.guards.residency import Residency
+from wanrun.runtime import RuntimeRules
+
+PHASE_NAMES = ("load", "encode", "denoise", "decode", "save", "other")
+_DENOISER_HINTS = ("denois", "dit", "transformer", "unet", "noise_model", "expert", "wanmodel")
+_OTHER_HINTS = ("vae", "text", "t5", "clip", "encoder", "decoder", "tokenizer", "image")
+
+
+class GuardStop(Exception):
+    """Strict mode met an error-level finding: the run stops here, with the finding as the reason."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(f"{finding.rule} at step {finding.step}: {finding.title}")
+        self.finding = finding
+
+
+def _looks_like_denoiser(model: nn.Module, name: str) -> bool | None:
+    label, cls = name.lower(), type(model).__name__.lower()
+    if any(h in label for h in _OTHER_HINTS):
+        return False
+    if any(h in label or h in cls for h in _DENOISER_HINTS):
+        return True
+    return None
+
+
+def _model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def _main_dtype(models: Iterable[nn.Module]) -> str:
+    by_dtype: dict[torch.dtype, int] = {}
+    for model in models:
+        for p in model.parameters():
+            by_dtype[p.dtype] = by_dtype.get(p.dtype, 0) + p.numel() * p.element_size()
+    return str(max(by_dtype, key=lambda d: by_dtype[d])).removeprefix("torch.") if by_dtype else ""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" means the GPU when torch sees one; anything else is taken as given (an expectation to check)."""
+    text = str(device)
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(text)
+
+
+@dataclass
+class _Attached:
+    name: str
+    model: nn.Module
+    denoiser: bool
+    handles: list[torch.utils.hooks.RemovableHandle] = field(default_factory=list)
+
+
+@dataclass
+class _OpenStep:
+    index: int
+    implicit: bool
+    root: nn.Module | None
+    session: DeepSession | None
+    resident: list[str]
+    resident_bytes: int
+    t0: float = 0.0
+    forwards: int = 0
+
+
+class Guard:
+    """Runtime guard for one generation; see the module docstring. Implements ``wanrun.hooks.RunHooks``."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cuda",
+        rules: Sequence[Rule] | Sequence[str | Path] | None = None,
+        *,
+        deep_steps: int = 2,
+        deep_every: int = 10,
+        deep_budget: float | None = 0.03,
+        slow_factor: float = 1.5,
+        strict: bool = False,
+        on_finding: Callable[[Finding], None] | None = None,
+        on_step: Callable[[StepMetrics], None] | None = None,
+        nvml: bool = True,
+        model: nn.Module | None = None,
+        run: RunInfo | dict[str, Any] | None = None,
+        shell: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.deep_steps, self.deep_every, self.slow_factor = deep_steps, deep_every, slow_factor
+        self.deep_budget = deep_budget
+        self.strict = strict
+        self.on_finding, self.on_step = on_finding, on_step
+        self._rules = RuntimeRules(self._load_rules(rules), shell)
+        self.run = run.model_copy() if isinstance(run, RunInfo) else RunInfo.model_validate(run or {})
+        self.run.device = self.run.device or str(self.device)
+        self.run.expects_gpu = self.device.type != "cpu"
+        self.run.platform_os = self.run.platform_os or platform.system()
+        self.run.torch_version = self.run.torch_version or torch.__version__
+        self.steps: list[StepMetrics] = []
+        self.phases: list[Phase] = []
+        self.findings: list[Finding] = []
+        self.output: Path | None = None
+        self.error: str | None = None
+        self.interrupted = False
+        self._want_nvml = nvml
+        self._sampler: NvmlSampler | None = None
+        self._clock = StepClock(self.device)
+        self._casts = CastTracker()
+        self._models: list[_Attached] = []
+        self._residency: Residency | None = None
+        self._offload_kinds: list[str] = []
+        self._open: _OpenStep | None = None
+        self._explicit = False
+        self._deep_next = False
+        self._sampled = 0  # deep steps taken as a sample (beyond the first ones and residency changes)
+        self._skipped = 0  # sampled inspections skipped to stay within the budget
+        self._last_resident: list[str] | None = None
+        self._forward_id = 0
+        self._autocast_seen = False
+        self._t_start: float | None = None
+        self._t_end: float | None = None
+        self._summary: Summary | None = None
+        self._pending_model = model
+
+    @staticmethod
+    def _load_rules(rules: Sequence[Rule] | Sequence[str | Path] | None) -> list[Rule]:
+        if rules is None:
+            return rulebook.load()
+        items = list(rules)
+        if all(isinstance(r, Rule) for r in items):
+            return [r for r in items if isinstance(r, Rule)]
+        return rulebook.load([Path(str(p)) for p in items])
+
+    # -- context --------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Guard:
+        self._t_start = time.perf_counter()
+        if self.deep_steps > 0 or self.deep_every > 0:
+            warm_up()
+        if self._want_nvml and self.device.type == "cuda":
+            self._start_nvml()
+        if self._pending_model is not None:
+            self.attach_model(self._pending_model, "denoiser", denoiser=True)
+            self._pending_model = None
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            if self._open is not None:
+                self._end_step(evaluate=False)
+        finally:
+            self._teardown()
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | GuardStop):
+            self.interrupted = True
+        elif exc is not None:
+            self.error = f"{type(exc).__name__}: {exc}"
+        try:
+            self.finish()
+        except Exception as err:  # never mask the run's own exception with a reporting problem
+            warnings.warn(f"wanrun: could not finish the report: {err}", stacklevel=2)
+        return False
+
+    def _teardown(self) -> None:
+        for attached in self._models:
+            for handle in attached.handles:
+                handle.remove()
+            attached.handles.clear()
+        if self._sampler is not None:
+            self._sampler.stop()
+        if self._t_end is None:
+            self._t_end = time.perf_counter()
+
+    def _start_nvml(self) -> None:
+        index, uuid, bus = self.device.index or 0, None, None
+        if torch.cuda.is_available():
+            try:
+                index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+                props = torch.cuda.get_device_properties(index)
+                uuid = str(getattr(props, "uuid", "") or "") or None
+                if hasattr(props, "pci_bus_id"):
+                    bus = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
+            except Exception:  # the sampler falls back to the index
+                pass
+        self._sampler = NvmlSampler(index=index, uuid=uuid, pci_bus_id=bus)
+        if self._sampler.start():
+            self.run.gpu_name = self.run.gpu_name or self._sampler.name
+            self.run.vram_total_bytes = self.run.vram_total_bytes or self._sampler.total_bytes
+            self.run.power_limit_w = self.run.power_limit_w or self._sampler.power_limit_w
+
+    # -- RunHooks -------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase of the run, draining the device at both ends so the time is the phase's own."""
+        kind = name if name in PHASE_NAMES else "other"
+        self._clock.sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            with suppress(Exception):  # a failed device must not hide the phase's own exception
+                self._clock.sync()
+            seconds = time.perf_counter() - t0
+            self.phases.append(Phase(name=kind, seconds=seconds, label="" if kind == name else name))
+
+    @contextmanager
+    def step(self, index: int) -> Iterator[None]:
+        """One scheduler step (every denoiser forward in it); strict mode may stop the run as it closes."""
+        self._explicit = True
+        if self._open is not None:  # a step inside a step: the outer one measures both
+            yield
+            return
+        self._begin_step(index, implicit=False, root=None)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            stop = self._end_step(evaluate=ok)
+        if stop is not None:
+            raise GuardStop(stop)
+
+    def attach_model(self, model: nn.Module, name: str, denoiser: bool | None = None) -> None:
+        """Watch a model. Denoisers (by ``denoiser``, else by name or class) count forwards and are checked
+        for residency; every attached model's weights are recognised in copies and casts."""
+        if any(a.model is model for a in self._models):
+            return
+        guess = _looks_like_denoiser(model, name) if denoiser is None else denoiser
+        is_denoiser = guess if guess is not None else not any(a.denoiser for a in self._models)
+        attached = _Attached(name, model, is_denoiser)
+        if is_denoiser:
+            attached.handles = [
+                model.register_forward_pre_hook(self._pre_forward),
+                model.register_forward_hook(self._post_forward, always_call=True),
+            ]
+        self._models.append(attached)
+        denoisers = [a for a in self._models if a.denoiser]
+        self._residency = Residency([(p, a.name, a.model) for p, a in self._prefixed() if a.denoiser])
+        self._last_resident = None
+        self.run.denoiser = ", ".join(dict.fromkeys(type(a.model).__name__ for a in denoisers))
+        self.run.model_weight_bytes = sum(_model_bytes(a.model) for a in denoisers)
+        self.run.model_param_dtype = _main_dtype(a.model for a in denoisers)
+
+    def progress(self, index: int, total: int) -> None:
+        self.run.steps_total = total
+
+    # -- the rest of the public surface ----------------------------------------------------------------------
+
+    def record_output(self, path: str | Path | None) -> None:
+        """The file the run wrote (its size goes in the summary: a run can 'finish' and write nothing)."""
+        self.output = Path(path) if path is not None else None
+
+    @property
+    def report(self) -> Report:
+        """The report so far; complete once the context has exited."""
+        summary = self._summary or self._build_summary()
+        return Report(
+            run=self.run.model_copy(),
+            phases=list(self.phases),
+            steps=list(self.steps),
+            findings=list(self.findings),
+            summary=summary,
+        )
+
+    def finish(self) -> Report:
+        """Judge the whole run (run-scope rules) and freeze the summary; called on exit, idempotent."""
+        if self._summary is None:
+            if self._t_end is None:
+                self._t_end = time.perf_counter()
+            summary = self._build_summary()
+            for finding in self._rules.at_end(self.run, summary):
+                self._emit(finding)
+            self._summary = summary
+        return self.report
+
+    # -- steps ----------------------------------------------------------------------------------------------
+
+    def _prefixed(self) -> list[tuple[str, _Attached]]:
+        """Module path prefix of each model: none for a sole denoiser (paths read ``blocks.7.ffn.0``)."""
+        sole = sum(a.denoiser for a in self._models) == 1
+        return [("" if a.denoiser and sole else a.name, a) for a in self._models]
+
+    def _pre_forward(self, module: nn.Module, args: Any) -> None:
+        self._forward_id += 1
+        if not self._autocast_seen:
+            self._autocast_seen = True
+            kind = self.device.type if self.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
+            if torch.is_autocast_enabled(kind) and not self.run.autocast_dtype:
+                self.run.autocast_dtype = str(torch.get_autocast_dtype(kind)).removeprefix("torch.")
+        if self._open is not None:
+            self._open.forwards += 1
+        elif not self._explicit:
+            self._begin_step(len(self.steps), implicit=True, root=module)
+            if self._open is not None:
+                self._open.forwards = 1
+
+    def _post_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        st = self._open
+        if st is not None and st.implicit and st.root is module:
+            stop = self._end_step(evaluate=True)
+            if stop is not None:
+                raise GuardStop(stop)
+
+    def _want_deep(self, index: int) -> bool:
+        if len(self.steps) < self.deep_steps:
+            return True
+        if not (self._deep_next or (self.deep_every > 0 and index % self.deep_every == 0)):
+            return False
+        self._deep_next = False
+        if not self._within_budget():
+            self._skipped += 1
+            return False
+        self._sampled += 1
+        return True
+
+    def _within_budget(self) -> bool:
+        """Would one more sampled inspection keep the guard's extra time under ``deep_budget`` of the step time?
+        The extra is measured: median inspected step minus median plain step."""
+        if self.deep_budget is None:
+            return True
+        deep = [s.seconds for s in self.steps if s.deep]
+        plain = [s.seconds for s in self.steps if not s.deep]
+        if not deep or not plain:
+            return True
+        base = statistics.median(plain)
+        extra = max(statistics.median(deep) - base, 0.0)
+        base_total = sum(plain) + len(deep) * base + base  # the run's own time so far, and the next step
+        return (self._sampled + 1) * extra <= self.deep_budget * base_total
+
+    def _begin_step(self, index: int, implicit: bool, root: nn.Module | None) -> None:
+        deep = self._want_deep(index)
+        resident: list[str] = []
+        resident_bytes = 0
+        if self._residency is not None and self.run.expects_gpu:
+            resident, resident_bytes = self._residency.check()
+            if self._last_resident is not None and resident != self._last_resident:
+                deep = True  # weights moved since the last step: look at what the step does with them
+            self._last_resident = resident
+        session = None
+        if deep:
+            prefixed = self._prefixed()
+            if self._residency is not None:
+                self._offload_kinds = self._residency.offload_hooks()
+            session = DeepSession([(p, a.model) for p, a in prefixed], self._casts, self.run.expects_gpu)
+        self._open = _OpenStep(index, implicit, root, session, resident, resident_bytes)
+        if session is not None:
+            session.start()
+        self._clock.start()
+        self._open.t0 = time.perf_counter()
+
+    def _end_step(self, evaluate: bool) -> Finding | None:
+        """Close the open step, record it, and (when it completed) judge it; returns a strict-mode stop."""
+        st, self._open = self._open, None
+        if st is None:
+            return None
+        try:
+            seconds, peak = self._clock.stop()
+        except Exception:  # the device failed mid-step: keep the host's time, no peak
+            seconds, peak = time.perf_counter() - st.t0, 0
+        finally:
+            deep = st.session.stop() if st.session is not None else {}
+        t1 = time.perf_counter()
+        window = self._sampler.window(st.t0, t1) if self._sampler is not None and self._sampler.available else None
+        step = StepMetrics(
+            index=st.index,
+            seconds=seconds,
+            forwards=st.forwards,
+            cpu_resident=st.resident,
+            cpu_resident_bytes=st.resident_bytes,
+            vram_peak_bytes=peak,
+            vram_used_bytes=window.vram_used_bytes if window else 0,
+            vram_total_bytes=self._sampler.total_bytes if window and self._sampler else 0,
+            gpu_util=window.gpu_util if window else None,
+            power_w=window.power_w if window else None,
+            deep=st.session is not None,
+            offload_hooks=bool(self._offload_kinds),
+            **deep,
+        )
+        history = self._history()
+        self.steps.append(step)
+        self._watch_speed(step)
+        self._notify(self.on_step, step)
+        if not evaluate:
+            return None
+        stop = None
+        for finding in self._rules.on_step(step, self.run, history):
+            self._emit(finding)
+            if self.strict and stop is None and finding.severity == "error":
+                stop = finding
+        return stop
+
+    def _history(self) -> StepHistory:
+        """The steps so far; the median prefers steps without per-op inspection (their time is the run's own)."""
+        if not self.steps:
+            return StepHistory()
+        plain = [s.seconds for s in self.steps if not s.deep] or [s.seconds for s in self.steps]
+        return StepHistory(
+            count=len(self.steps),
+            median_seconds=statistics.median(plain),
+            first_seconds=self.steps[0].seconds,
+            max_vram_used_bytes=max(s.vram_used_bytes for s in self.steps),
+        )
+
+    def _watch_speed(self, step: StepMetrics) -> None:
+        """A plain step much slower than the plain steps before it gets the next step inspected."""
+        if step.deep:
+            return
+        before = [s.seconds for s in self.steps[:-1] if not s.deep]
+        if len(before) >= 3 and step.seconds > self.slow_factor * statistics.median(before):
+            self._deep_next = True
+
+    def _emit(self, finding: Finding) -> None:
+        self.findings.append(finding)
+        self._notify(self.on_finding, finding)
+
+    @staticmethod
+    def _notify(callback: Callable[[Any], None] | None, value: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(value)
+        except Exception as err:  # a display problem must not stop a generation
+            warnings.warn(f"wanrun: a guard callback failed: {err!r}", stacklevel=3)
+
+    # -- summary --------------------------------------------------------------------------------------------
+
+    def _build_summary(self) -> Summary:
+        steps = self.steps
+        utils = [s.gpu_util for s in steps if s.gpu_util is not None]
+        phases: dict[str, float] = {}
+        for p in self.phases:
+            phases[p.name] = phases.get(p.name, 0.0) + p.seconds
+        end = self._t_end if self._t_end is not None else time.perf_counter()
+        output_bytes = self.output.stat().st_size if self.output is not None and self.output.is_file() else 0
+        return Summary(
+            steps=len(steps),
+            seconds_total=end - self._t_start if self._t_start is not None else 0.0,
+            median_step_seconds=statistics.median([s.seconds for s in steps]) if steps else 0.0,
+            deep_steps=[s.index for s in steps if s.deep],
+            h2d_bytes_total=sum(s.h2d_bytes for s in steps),
+            d2h_bytes_total=sum(s.d2h_bytes for s in steps),
+            cast_bytes_total=sum(s.cast_bytes for s in steps),
+            repeated_cast_bytes_total=sum(s.repeated_cast_bytes for s in steps),
+            cpu_ops_total=sum(s.cpu_ops for s in steps),
+            syncs_total=sum(s.syncs for s in steps),
+            vram_peak_bytes=max((s.vram_peak_bytes for s in steps), default=0),
+            gpu_util_mean=sum(utils) / len(utils) if utils else None,
+            phases=phases,
+            checked=self._checked(),
+            not_checked=self._not_checked(),
+            output=str(self.output) if self.output is not None else None,
+            output_bytes=output_bytes,
+            error=self.error,
+            interrupted=self.interrupted,
+        )
+
+    def _checked(self) -> list[str]:
+        out = []
+        deep = [s.index for s in self.steps if s.deep]
+        if self.steps:
+            out.append(f"step clock on all {len(self.steps)} steps (wall time, allocator peak)")
+        if deep:
+            out.append(f"per-op inspection (copies, casts, syncs, CPU compute) on steps {_ranges(deep)}")
+        if self._residency is not None and self.run.expects_gpu and self.steps:
+            out.append("residency of the denoiser's parameters on every step")
+        if self._sampler is not None and self._sampler.available:
+            vram = "this process's VRAM" if self._sampler.process_vram else "device VRAM"
+            out.append(f"NVML on {self._sampler.name}: utilisation, {vram}, power")
+        if self.phases:
+            out.append(f"phases timed: {', '.join(dict.fromkeys(p.name for p in self.phases))}")
+        return out
+
+    def _not_checked(self) -> list[str]:
+        out = []
+        plain = [s.index for s in self.steps if not s.deep]
+        if plain:
+            out.append(f"copies, casts, syncs and CPU compute not inspected on {len(plain)} of {len(self.steps)} steps")
+        if self._skipped:
+            budget = f"{self.deep_budget:.0%}" if self.deep_budget is not None else ""
+            out.append(
+                f"{self._skipped} sampled inspections skipped to keep the guard's cost under {budget} of step time"
+            )
+        if not any(a.denoiser for a in self._models):
+            out.append("no denoiser attached: no residency check, and a step is whatever the caller marked")
+        if not self.run.expects_gpu:
+            out.append("a CPU run: no host-device copies, syncs or GPU signals to check")
+        elif self._sampler is None:
+            out.append("NVML not used" if self.device.type == "cuda" else f"no NVML for a {self.device.type} device")
+        elif not self._sampler.available:
+            out.append(self._sampler.reason)
+        elif self._sampler.process_vram is False:
+            out.append("per-process VRAM not visible (container PID namespace or Windows WDDM): device-wide VRAM used")
+        if self.run.expects_gpu and self.device.type == "cuda" and not torch.cuda.is_available():
+            out.append("torch sees no CUDA device: the run could not use the GPU it expects")
+        return out
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 10, 20, 21] -> "0-2, 10, 20-21"."""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def guard(
+    device: str | torch.device = "cuda",
+    rules: Sequence[Rule] | Sequence[str | Path] | None = None,
+    *,
+    deep_steps: int = 2,
+    deep_every: int = 10,
+    deep_budget: float | None = 0.03,
+    strict: bool = False,
+    on_finding: Callable[[Finding], None] | None = None,
+    **kwargs: Any,
+) -> Guard:
+    """A guard to use as a context manager: ``with guard(device="cuda", model=dit) as g: ...; g.report``.
+
+    ``rules``: Rule objects, or rule files/directories added to the shipped rules (None: the shipped rules).
+    ``deep_steps``: how many first steps get per-op inspection; ``deep_every``: then every N-th step (0: never),
+    within ``deep_budget`` (the share of step time sampled inspections may add; None: no limit).
+    ``strict``: raise ``GuardStop`` at the end of the first step with an error-level finding.
+    """
+    return Guard(
+        device,
+        rules,
+        deep_steps=deep_steps,
+        deep_every=deep_every,
+        deep_budget=deep_budget,
+        strict=strict,
+        on_finding=on_finding,
+        **kwargs,
+    )

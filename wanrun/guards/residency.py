@@ -1,0 +1,124 @@
+"""Where the denoiser's weights live at each step: the cheap check that runs every step.
+
+Reads each parameter's device flag once per step (no per-op work, no sync), over a module list built once.
+CPU-resident modules are reported as the highest modules whose whole subtree is on the CPU (``blocks.3``
+rather than its fifteen linear layers). It also recognises offload hooks that libraries attach to modules on
+purpose (accelerate's ``_hf_hook``, diffusers' hook registry), so their traffic can be reported as the cost of
+a chosen offload rather than as a bug.
+
+What it cannot see: weights on the CPU that are not module parameters (a tensor held in a plain attribute),
+and parameters replaced by ``meta`` placeholders between uses (accelerate's offload): those show up as
+traffic in the per-op inspection instead.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+
+def _hook_parts(hook: Any) -> list[Any]:
+    if hook is None:
+        return []
+    inner = getattr(hook, "hooks", None)  # accelerate's SequentialHook
+    return list(inner) if isinstance(inner, list | tuple) else [hook]
+
+
+def offload_hook(module: nn.Module) -> str | None:
+    """The name of an offload hook a library attached to ``module``, or None."""
+    for part in _hook_parts(getattr(module, "_hf_hook", None)):
+        kind = type(part).__name__
+        if kind == "CpuOffload" or getattr(part, "offload", False) is True:
+            return kind
+        if getattr(part, "weights_map", None) is not None:
+            return kind
+    registry = getattr(module, "_diffusers_hook", None)
+    hooks = getattr(registry, "hooks", None)
+    if isinstance(hooks, Mapping):
+        for name, part in hooks.items():
+            if "offload" in str(name).lower() or "offload" in type(part).__name__.lower():
+                return type(part).__name__
+    return None
+
+
+def offload_weights_maps(module: nn.Module) -> list[Mapping[str, Any]]:
+    """Host-side weight stores of accelerate hooks on ``module`` (the tensors copied in before each use)."""
+    maps = []
+    for part in _hook_parts(getattr(module, "_hf_hook", None)):
+        weights = getattr(part, "weights_map", None)
+        if weights is not None and hasattr(weights, "__getitem__"):
+            maps.append(weights)
+    return maps
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix and name else prefix or name
+
+
+class Residency:
+    """Per-step residency of attached models' parameters. ``models`` are (path prefix, label, module)."""
+
+    def __init__(self, models: Sequence[tuple[str, str, nn.Module]]) -> None:
+        self._owners: list[tuple[str, nn.Module]] = []  # modules holding parameters directly
+        self._ancestors: dict[str, tuple[str, ...]] = {}  # owner -> itself and every ancestor up to its root
+        self._parent: dict[str, str | None] = {}
+        self._owner_count: Counter[str] = Counter()  # owners in each module's subtree
+        self._order: dict[str, int] = {}
+        self._labels: dict[str, str] = {}
+        self._modules: list[nn.Module] = []
+        for prefix, label, model in models:
+            self._labels[prefix] = prefix or label
+            for path, module in model.named_modules():
+                full = _join(prefix, path)
+                self._order.setdefault(full, len(self._order))
+                self._modules.append(module)
+                if path:
+                    self._parent[full] = _join(prefix, path.rpartition(".")[0])
+                else:
+                    self._parent[full] = None
+                if any(p is not None for p in module._parameters.values()):
+                    self._owners.append((full, module))
+        for full, _ in self._owners:
+            chain_: list[str] = []
+            cur: str | None = full
+            while cur is not None:
+                chain_.append(cur)
+                cur = self._parent.get(cur)
+            self._ancestors[full] = tuple(chain_)
+            self._owner_count.update(chain_)
+
+    def check(self) -> tuple[list[str], int]:
+        """(highest modules with parameters on the CPU, bytes of those parameters)."""
+        cpu: list[tuple[str, bool]] = []
+        nbytes = 0
+        for path, module in self._owners:
+            n = n_cpu = 0
+            for p in module._parameters.values():
+                if p is None:
+                    continue
+                n += 1
+                if p.is_cpu:
+                    n_cpu += 1
+                    nbytes += p.nbytes
+            if n_cpu:
+                cpu.append((path, n_cpu == n))
+        if not cpu:
+            return [], 0
+        full_counts: Counter[str] = Counter()
+        partial = []
+        for path, whole in cpu:
+            if whole:
+                full_counts.update(self._ancestors[path])
+            else:
+                partial.append(path)
+        full = {m for m, c in full_counts.items() if c == self._owner_count[m]}
+        tops = [m for m in full if self._parent.get(m) not in full] + partial
+        tops.sort(key=lambda m: self._order.get(m, 0))
+        return [self._labels.get(m, m) for m in tops], nbytes
+
+    def offload_hooks(self) -> list[str]:
+        """Kinds of library offload hooks found on the models' modules (a chosen offload)."""
+        return sorted({kind for m in self._modules if (kind := offload_hook(m)) is not None})

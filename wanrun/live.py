@@ -1,0 +1,98 @@
+"""What the user sees while the run goes: one status line per step, and each finding the moment it first fires.
+
+On a terminal the status is a rich Live line (step i/N, s/step, ETA, VRAM, GPU use, and the last inspected
+step's host→device MB, cast MB and CPU ops) with findings printed above it; piped to a file or CI log it
+becomes plain lines, one per step. ``quiet`` keeps the findings and drops the per-step status.
+"""
+
+from __future__ import annotations
+
+import statistics
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.text import Text
+
+from wandoc.engine import Finding
+from wandoc.metrics import StepMetrics
+from wandoc.render.text import MARKS
+
+MB = 1e6
+
+
+def _eta(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class LiveView:
+    def __init__(self, console: Console | None = None, *, quiet: bool = False, total: int = 0) -> None:
+        self.console = console or Console()
+        self.quiet = quiet
+        self.total = total
+        self._seconds: list[float] = []
+        self._last_deep: StepMetrics | None = None
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveView:
+        if not self.quiet and self.console.is_terminal:
+            self._live = Live(Text("starting…"), console=self.console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+            self._live = None
+
+    def status(self, step: StepMetrics) -> str:
+        """The one-line status after ``step``."""
+        done = len(self._seconds)
+        median = statistics.median(self._seconds)
+        parts = [f"step {step.index + 1}/{self.total}" if self.total else f"step {step.index + 1}"]
+        parts.append(f"{median:.3f} s/step")
+        if self.total:
+            parts.append(f"ETA {_eta(median * max(self.total - done, 0))}")
+        if step.vram_used_bytes or step.vram_peak_bytes:
+            parts.append(f"VRAM {(step.vram_used_bytes or step.vram_peak_bytes) / 2**30:.1f} GiB")
+        if step.gpu_util is not None:
+            parts.append(f"GPU {step.gpu_util:.0f}%")
+        deep = self._last_deep
+        if deep is not None:
+            tag = "" if deep is step else f" (step {deep.index})"
+            parts.append(f"H2D {deep.h2d_bytes / MB:.1f} MB/step{tag}")
+            parts.append(f"cast {deep.cast_bytes / MB:.1f} MB/step")
+            parts.append(f"CPU ops {deep.cpu_ops}")
+        return "  ".join(parts)
+
+    def on_step(self, step: StepMetrics) -> None:
+        self._seconds.append(step.seconds)
+        if step.deep:
+            self._last_deep = step
+        if self.quiet:
+            return
+        line = self.status(step)
+        if self._live is not None:
+            self._live.update(Text(line))
+        else:
+            text = line + ("  [inspected]" if step.deep else "")
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def on_finding(self, finding: Finding) -> None:
+        mark, style = MARKS.get(finding.severity, ("•", ""))
+        where = []
+        if finding.step is not None:
+            where.append(f"step {finding.step}")
+        if finding.module:
+            where.append(finding.module)
+        at = f" [dim]({escape(', '.join(where))})[/dim]" if where else ""
+        self.console.print(f"[{style}]{mark} {escape(finding.title)}[/{style}] [dim]{finding.rule}[/dim]{at}")
+        self.console.print(Text("  " + finding.message))
+        if finding.fix:
+            self.console.print(Text("  fix: ", style="green").append(finding.fix))

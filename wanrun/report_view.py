@@ -1,0 +1,147 @@
+"""A finished run report as a terminal summary: phases, per-step costs, findings, and what was (not) checked.
+
+Used at the end of ``wanrun generate`` and by ``wanrun report FILE``. It renders the report and decides nothing:
+every number comes from the report, and the findings are the rules' own words.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from wandoc.engine.expr import HELPERS
+from wandoc.metrics import REPORT_SCHEMA, Report, StepMetrics
+from wandoc.render.text import counts_line, print_findings
+
+fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
+
+
+class ReportFileError(ValueError):
+    """A report file that cannot be shown; the message is one line for the user."""
+
+
+def load_report(path: Path) -> Report:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportFileError(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ReportFileError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema != REPORT_SCHEMA:
+        raise ReportFileError(f"{path}: not a wanrun report (schema {schema!r}, expected {REPORT_SCHEMA!r})")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise ReportFileError(f"{path}: invalid report at {where}: {err.get('msg', 'invalid')}") from None
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _per_step(steps: list[StepMetrics], read: Callable[[StepMetrics], float]) -> float | None:
+    return _median([read(s) for s in steps])
+
+
+def _b(value: float | None) -> str:
+    return (fmt_bytes(value) or "-") if value is not None else "-"
+
+
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def steps_table(report: Report) -> Table:
+    """Medians per step; copy, cast, sync and CPU figures come from the inspected (deep) steps only."""
+    steps, deep = report.steps, [s for s in report.steps if s.deep]
+    s = report.summary
+    table = Table(title="per step (median)", title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("measure")
+    table.add_column("per step", justify="right")
+    table.add_column("whole run", justify="right")
+    seconds = _per_step(steps, lambda m: m.seconds)
+    table.add_row("time", f"{seconds:.3f} s" if seconds is not None else "-", f"{s.seconds_total:.1f} s")
+    if s.vram_peak_bytes:
+        peak = _per_step(steps, lambda m: m.vram_peak_bytes)
+        table.add_row("VRAM peak (allocator)", _b(peak), _b(s.vram_peak_bytes))
+    used = [m.vram_used_bytes for m in steps if m.vram_used_bytes]
+    if used:
+        table.add_row("VRAM used (NVML)", _b(_median(used)), _b(max(used)))
+    utils = [m.gpu_util for m in steps if m.gpu_util is not None]
+    if utils and s.gpu_util_mean is not None:
+        table.add_row("GPU busy", f"{_median(utils):.0f}%", f"{s.gpu_util_mean:.0f}%")
+    rows: list[tuple[str, Callable[[StepMetrics], float], bool, float | None]] = [
+        ("host→device", lambda m: m.h2d_bytes, True, s.h2d_bytes_total),
+        ("  of it weights", lambda m: m.weight_h2d_bytes, True, None),
+        ("device→host", lambda m: m.d2h_bytes, True, s.d2h_bytes_total),
+        ("casts", lambda m: m.cast_bytes, True, s.cast_bytes_total),
+        ("  repeated", lambda m: m.repeated_cast_bytes, True, s.repeated_cast_bytes_total),
+        ("syncs", lambda m: m.syncs, False, s.syncs_total),
+        ("heavy ops on CPU", lambda m: m.cpu_ops, False, s.cpu_ops_total),
+    ]
+    for label, read, is_bytes, total in rows:
+        value = _per_step(deep, read)
+        table.add_row(
+            f"{label} (inspected)", _b(value) if is_bytes else _n(value), _b(total) if is_bytes else _n(total)
+        )
+    return table
+
+
+def phases_table(report: Report) -> Table:
+    table = Table(title="phases", title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    total = sum(report.summary.phases.values()) or 1.0
+    for name, seconds in report.summary.phases.items():
+        table.add_row(name, f"{seconds:.2f}", f"{100 * seconds / total:.0f}%")
+    return table
+
+
+def headline(report: Report) -> str:
+    run, s = report.run, report.summary
+    gpu = f" ({run.gpu_name})" if run.gpu_name else ""
+    what = run.denoiser or "run"
+    shape = f", {run.size} x {run.frames} frames" if run.size else ""
+    return (
+        f"{what} on {run.device}{gpu}{shape}: {s.steps} step{'s' * (s.steps != 1)}, "
+        f"median {s.median_step_seconds:.3f} s/step, {s.seconds_total:.1f} s in all"
+    )
+
+
+def render(report: Report, console: Console) -> None:
+    """The summary of one run report."""
+    s = report.summary
+    console.print(f"[bold]{escape(headline(report))}[/bold]")
+    if s.phases:
+        console.print(phases_table(report))
+    if report.steps:
+        console.print(steps_table(report))
+    console.print()
+    if report.findings:
+        print_findings(console, report.findings, verbose=False)
+    else:
+        console.print("[green]No findings.[/green]")
+    console.print(f"[bold]{counts_line(report.findings)}[/bold]")
+    if s.deep_steps:
+        console.print(f"[dim]inspected steps: {', '.join(str(i) for i in s.deep_steps)}[/dim]")
+    if s.checked:
+        console.print(f"[dim]checked: {escape('; '.join(s.checked))}[/dim]")
+    if s.not_checked:
+        console.print(f"[dim]not checked: {escape('; '.join(s.not_checked))}[/dim]")
+    if s.output:
+        console.print(f"output: {escape(s.output)} ({_b(s.output_bytes)})")
+    if s.interrupted:
+        console.print("[yellow]stopped early: the report covers the steps that ran[/yellow]")
+    if s.error:
+        console.print(f"[red]the generation failed: {escape(s.error)}[/red]")
