@@ -28,7 +28,7 @@ SHAPES = [
     pytest.param((official_wan.TINY, 3, 16, 16), id="tiny"),
     pytest.param((official_wan.WAN_1_3B, 5, 60, 52), id="wan-1.3b"),
 ]
-BLOCK = 3
+BLOCK = 1  # a block every shape has (tiny has two)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_clean_official_model_raises_no_warning(wan: Any, shape: Any) -> None:
     assert report.steps[0].forwards == 2 and report.steps[0].cpu_ops == 0
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES[1:])  # at the tiny shape the casts are kilobytes: under the rule's floor
 def test_official_fp32_weights_under_autocast(wan: Any, shape: Any) -> None:
     cfg, *grid = shape
     model = build(wan, cfg, torch.float32)
@@ -121,11 +121,17 @@ def test_official_blocks_offloaded_per_forward(wan: Any, shape: Any) -> None:
     cfg, *grid = shape
     model = build(wan, cfg, torch.bfloat16)
 
+    def load(mod: nn.Module, args: Any) -> None:
+        mod.to("cuda")
+
+    def unload(mod: nn.Module, args: Any, out: Any) -> None:
+        mod.to("cpu")
+
     def offload(m: nn.Module) -> None:
         for block in m.blocks:
             block.to("cpu")
-            block.register_forward_pre_hook(lambda mod, args: mod.to("cuda"))
-            block.register_forward_hook(lambda mod, args, out: mod.to("cpu"))
+            block.register_forward_pre_hook(load)
+            block.register_forward_hook(unload)
 
     report = generate(model, cfg, tuple(grid), setup=offload)
     finding = by_rule(report)["RUN-OFFLOAD-TRAFFIC"]
@@ -149,6 +155,13 @@ def test_official_block_left_on_the_cpu(wan: Any, shape: Any) -> None:
 
     def leave_on_cpu(m: nn.Module) -> None:
         block = m.blocks[BLOCK].to("cpu")
+        original = block.forward
+
+        def forward_on_cpu(*args: Any, **kwargs: Any) -> Any:
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # the CUDA autocast does not cover CPU ops
+                return original(*args, **kwargs)
+
+        block.forward = forward_on_cpu  # per instance, the way sequence parallel replaces forward
         block.register_forward_pre_hook(
             lambda mod, args, kwargs: (to_cpu(args), {k: to_cpu(v) for k, v in kwargs.items()}), with_kwargs=True
         )
