@@ -47,11 +47,11 @@ def main() -> None:
                 "well",
                 "--fail-on",
                 "never",
-            ],  # fmt: skip
+            ],
             "python -m torch.utils.collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
-        for name, cmd in cases.items():
+        for cmd in cases.values():
             timed(cmd, story.checkout)  # warm the file cache once
         for _ in range(args.runs):
             for name, cmd in cases.items():

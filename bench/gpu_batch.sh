@@ -16,7 +16,7 @@ python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/mach
 timeout 280 python3 -m pytest -q -m gpu tests/gpu tests/test_pipeline.py -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
 OFF=$(mktemp -d)
 python3 -c "from tests import wanrepo; from pathlib import Path; wanrepo.make_official_checkout(wanrepo.fetch_wan22_wheel(), Path('$OFF'))"
-(cd "$OFF" && timeout 120 python3 -m wandoc check --deep --shell bash -- --task t2v-1.3B --size '832*480' --offload_model True) > "$OUT/check_deep.txt" 2>&1
+(cd "$OFF" && timeout 120 python3 -m wandoc check --deep --shell bash -- --task t2v-1.3B --offload_model True) > "$OUT/check_deep.txt" 2>&1
 echo "wandoc check --deep exit: $?" >> "$OUT/check_deep.txt"
 for sw in "" "--weights-dtype fp32" "--offload" "--cpu-block 3" "--host-copy"; do
   name=$(echo "clean$sw" | tr -d ' -' )

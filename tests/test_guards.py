@@ -29,6 +29,7 @@ from wanrun.guards.dispatch import LOOP, ModuleStack, StepCollector
 from wanrun.guards.nvml_sampler import NvmlSampler
 from wanrun.guards.ops import OpEvent, handler_for
 from wanrun.guards.residency import Residency
+from wanrun.hooks import RunHooks
 
 aten = torch.ops.aten
 SAMPLER_THREAD = "wanrun-nvml-sampler"
@@ -188,7 +189,7 @@ def test_cast_tracker_and_weight_index() -> None:
     assert tracker.repeated("blocks.0.q.weight", 128)
     assert not tracker.repeated("blocks.0.q.weight", 64)  # a cast to another size is another cast
     model = small_dit()
-    index = WeightIndex([("", model)])
+    index = WeightIndex([("", "dit", model)])
     w = model.blocks[1].ffn[0].weight
     assert index.lookup(w) == ("blocks.1.ffn.0", "blocks.1.ffn.0.weight")
     assert index.lookup(w.detach()) == ("blocks.1.ffn.0", "blocks.1.ffn.0.weight")  # same memory
@@ -207,6 +208,7 @@ def test_step_clock_counts_steps_forwards_and_phases(clean_state: None) -> None:
         with g.phase("denoise"):
             run_steps(g, model, torch.randn(1, 4, 64), steps=4, forwards=2)
     r = g.report
+    assert isinstance(g, RunHooks)
     assert [s.index for s in r.steps] == [0, 1, 2, 3]
     assert [s.forwards for s in r.steps] == [2, 2, 2, 2]
     assert all(s.seconds > 0 for s in r.steps)
@@ -371,10 +373,35 @@ def test_host_copy_in_the_loop_is_flagged_at_the_loop(clean_state: None) -> None
     assert finding.module == LOOP and finding.step == 0
 
 
+class LazyTable(nn.Module):
+    """Keeps a table in a plain attribute and moves it to the input's device on first use, as Wan does with
+    its RoPE ``freqs``: model state crossing once, not data crossing every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(64, 64)
+        self.table = torch.zeros(4096, 64)  # 1 MiB on the host
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.table.device != x.device:
+            self.table = self.table.to(x.device)
+        return self.proj(x) + self.table[: x.shape[-2]]
+
+
+def test_model_state_moved_on_first_use_is_not_a_host_copy(clean_state: None) -> None:
+    model = LazyTable().to("meta")
+    with guard(device="meta", nvml=False, model=model) as g:
+        model(torch.empty(1, 8, 64, device="meta"))
+    step = g.report.steps[0]
+    assert step.h2d_bytes == step.weight_h2d_bytes == 4096 * 64 * 4
+    assert [v.module for v in step.top_h2d] == ["denoiser"]
+    assert not g.report.findings
+
+
 def test_collector_charges_syncs_and_weight_copies() -> None:
     model = small_dit()
     stack = ModuleStack({id(model.blocks[0].q): "blocks.0.q"})
-    collector = StepCollector(stack, WeightIndex([("", model)]), CastTracker(), expects_accelerator=True)
+    collector = StepCollector(stack, WeightIndex([("", "dit", model)]), CastTracker(), expects_accelerator=True)
     stack._push(model.blocks[0].q, ())
     collector.add(OpEvent("sync"))
     collector.add(OpEvent("copy", 40, torch.zeros(10), direction="d2h", blocking=True))  # a .cpu() of a value

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from wandoc.metrics import REPORT_SCHEMA, Report
+from wandoc.engine import Finding
+from wandoc.metrics import REPORT_SCHEMA, Report, StepMetrics
 from wanrun.cli import main
+from wanrun.live import LiveView
 
 STEP_KEYS = {
     "index", "seconds", "h2d_bytes", "d2h_bytes", "copies", "cast_bytes", "repeated_cast_bytes", "cpu_ops",
@@ -166,3 +170,35 @@ def test_the_cli_module_imports_without_torch() -> None:
     code = "import sys, wanrun.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_live_view_on_a_terminal_and_in_a_log() -> None:
+    finding = Finding(
+        rule="RUN-CPU-COMPUTE", severity="error", title="Heavy compute runs on the CPU", message="24 heavy ops",
+        fix="Move the denoiser to the GPU.", step=0, module="blocks.3.ffn.0",
+    )  # fmt: skip
+    steps = [StepMetrics(index=0, seconds=0.5, deep=True, h2d_bytes=5_000_000), StepMetrics(index=1, seconds=0.5)]
+    for terminal in (True, False):
+        buffer = io.StringIO()
+        with LiveView(Console(file=buffer, force_terminal=terminal, width=100, color_system=None), total=4) as view:
+            view.on_step(steps[0])
+            view.on_finding(finding)
+            view.on_step(steps[1])
+            assert view.status(steps[1]) == (
+                "step 2/4  0.500 s/step  ETA 0:01  H2D 5.0 MB/step (step 0)  cast 0.0 MB/step  CPU ops 0"
+            )
+        text = buffer.getvalue()
+        assert "Heavy compute runs on the CPU" in text and "blocks.3.ffn.0" in text and "Move the denoiser" in text
+    assert "step 1/4" in text and "[inspected]" in text
+
+
+def test_compare_says_what_got_worse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ("generate", "--steps", "2", "--quiet", "--out", "c.npy")
+    assert wanrun(*base, "--report", "a.json") == 0
+    assert wanrun(*base, "--rules", str(rule_dir(tmp_path, "warning")), "--report", "b.json") == 0
+    capsys.readouterr()
+    assert wanrun("compare", "a.json", "a.json") == 0
+    assert "nothing got worse" in capsys.readouterr().out
+    assert wanrun("compare", "a.json", "b.json") == 1  # a finding that run A did not have
+    assert "new in B: TEST-STEP-ONE (step 1, blocks.0)" in capsys.readouterr().out
+    assert wanrun("compare", "a.json", "missing.json") == 2

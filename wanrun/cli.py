@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 if TYPE_CHECKING:
+    from wandoc.engine import Finding
     from wandoc.metrics import Report
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -189,8 +191,7 @@ def generate(
         _bail(str(exc))
 
     console = _out()
-    code, result = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console)
-    final, stop = result
+    code, final, stop = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console)
     if report is not None:
         try:
             write_report(final, report)
@@ -209,7 +210,7 @@ def generate(
     if report is not None:
         console.print(f"[dim]report: {report}[/dim]")
     if stop is not None:
-        console.print(f"[red]stopped by --strict at step {stop.step}: {stop.rule}[/red] {stop.message}", markup=True)
+        console.print(f"[red]stopped by --strict at step {stop.step}: {stop.rule}[/red] {escape(stop.message)}")
     if code == 0 and at_or_above(final.findings, fail_on.value):
         code = EXIT_FINDINGS
     raise typer.Exit(code)
@@ -217,8 +218,8 @@ def generate(
 
 def _run(
     cfg: Any, rules: list[Any], *, strict: bool, deep_every: int | None, quiet: bool, console: Console
-) -> tuple[int, tuple[Report, Any]]:
-    """Run the pipeline under a guard; (exit code, (report, the finding that stopped a strict run))."""
+) -> tuple[int, Report, Finding | None]:
+    """Run the pipeline under a guard: exit code, report, and the finding that stopped a strict run."""
     import torch
 
     from wandoc.metrics import RunInfo
@@ -239,7 +240,7 @@ def _run(
         autocast_dtype=autocast,
         args=cfg.model_dump(mode="json"),
     )
-    view = LiveView(console, quiet=quiet, total=cfg.steps)
+    view = LiveView(console, quiet=quiet, total=cfg.steps, gpu=torch.device(device).type != "cpu")
     sampling: dict[str, Any] = {} if deep_every is None else {"deep_every": deep_every, "deep_budget": None}
     guard = Guard(device, rules, strict=strict, on_finding=view.on_finding, on_step=view.on_step, run=run, **sampling)
     code, stop = 0, None
@@ -255,7 +256,7 @@ def _run(
     except Exception as exc:
         code = EXIT_FAILED
         _err(f"the generation failed: {type(exc).__name__}: {exc}{_where(exc)}")
-    return code, (guard.report, stop)
+    return code, guard.report, stop
 
 
 @app.command("report")
@@ -268,13 +269,44 @@ def report_cmd(
 
       wanrun report run.json
     """
-    from wanrun.report_view import ReportFileError, load_report, render
+    from wanrun.compare import ReportError, load_report
+    from wanrun.report_view import render
 
     try:
         loaded = load_report(file)
-    except ReportFileError as exc:
+    except ReportError as exc:
         _bail(str(exc))
     render(loaded, _out())
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Annotated[Path, typer.Argument(help="The baseline run report.")],
+    b: Annotated[Path, typer.Argument(help="The run to judge against it.")],
+    threshold: Annotated[float, typer.Option(help="A per-step median this many times worse counts.")] = 1.10,
+) -> None:
+    """What got worse between two runs: per-step medians side by side, and findings new in the second.
+
+    Exits 1 when something got worse, so a CI job can compare a branch's run with main's.
+
+    [bold]Example[/bold]
+
+      wanrun generate --preset small --report main.json
+      wanrun generate --preset small --offload --report branch.json
+      wanrun compare main.json branch.json
+    """
+    from wanrun.compare import ReportError, compare, load_report
+    from wanrun.report_view import render_comparison
+
+    if threshold < 1.0:
+        _bail("--threshold: must be 1.0 or more")
+    try:
+        base, other = load_report(a), load_report(b)
+    except ReportError as exc:
+        _bail(str(exc))
+    result = compare(base, other, threshold=threshold)
+    render_comparison(result, _out(), a.name, b.name)
+    raise typer.Exit(EXIT_FINDINGS if result.regressed else 0)
 
 
 def main(argv: list[str] | None = None) -> int:

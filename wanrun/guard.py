@@ -150,8 +150,8 @@ class Guard:
         self._deep_next = False
         self._sampled = 0  # deep steps taken as a sample (beyond the first ones and residency changes)
         self._skipped = 0  # sampled inspections skipped to stay within the budget
+        self._unclassified = 0  # ops whose classification failed (counted, never raised)
         self._last_resident: list[str] | None = None
-        self._forward_id = 0
         self._autocast_seen = False
         self._t_start: float | None = None
         self._t_end: float | None = None
@@ -170,9 +170,9 @@ class Guard:
     # -- context --------------------------------------------------------------------------------------------
 
     def __enter__(self) -> Guard:
-        self._t_start = time.perf_counter()
         if self.deep_steps > 0 or self.deep_every > 0:
-            warm_up()
+            warm_up()  # before the clock starts: a one-time cost of the guard, not of the run
+        self._t_start = time.perf_counter()
         if self._want_nvml and self.device.type == "cuda":
             self._start_nvml()
         if self._pending_model is not None:
@@ -212,6 +212,8 @@ class Guard:
             try:
                 index = self.device.index if self.device.index is not None else torch.cuda.current_device()
                 props = torch.cuda.get_device_properties(index)
+                self.run.gpu_name = self.run.gpu_name or props.name
+                self.run.vram_total_bytes = self.run.vram_total_bytes or int(props.total_memory)
                 uuid = str(getattr(props, "uuid", "") or "") or None
                 if hasattr(props, "pci_bus_id"):
                     bus = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
@@ -317,7 +319,6 @@ class Guard:
         return [("" if a.denoiser and sole else a.name, a) for a in self._models]
 
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
-        self._forward_id += 1
         if not self._autocast_seen:
             self._autocast_seen = True
             kind = self.device.type if self.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
@@ -377,7 +378,7 @@ class Guard:
             prefixed = self._prefixed()
             if self._residency is not None:
                 self._offload_kinds = self._residency.offload_hooks()
-            session = DeepSession([(p, a.model) for p, a in prefixed], self._casts, self.run.expects_gpu)
+            session = DeepSession([(p, a.name, a.model) for p, a in prefixed], self._casts, self.run.expects_gpu)
         self._open = _OpenStep(index, implicit, root, session, resident, resident_bytes)
         if session is not None:
             session.start()
@@ -395,6 +396,7 @@ class Guard:
             seconds, peak = time.perf_counter() - st.t0, 0
         finally:
             deep = st.session.stop() if st.session is not None else {}
+            self._unclassified += st.session.mode.errors if st.session is not None else 0
         t1 = time.perf_counter()
         window = self._sampler.window(st.t0, t1) if self._sampler is not None and self._sampler.available else None
         step = StepMetrics(
@@ -511,6 +513,8 @@ class Guard:
         plain = [s.index for s in self.steps if not s.deep]
         if plain:
             out.append(f"copies, casts, syncs and CPU compute not inspected on {len(plain)} of {len(self.steps)} steps")
+        if self._unclassified:
+            out.append(f"{self._unclassified} ops seen during inspection could not be classified")
         if self._skipped:
             budget = f"{self.deep_budget:.0%}" if self.deep_budget is not None else ""
             out.append(

@@ -30,10 +30,13 @@ def _eta(seconds: float) -> str:
 
 
 class LiveView:
-    def __init__(self, console: Console | None = None, *, quiet: bool = False, total: int = 0) -> None:
+    def __init__(
+        self, console: Console | None = None, *, quiet: bool = False, total: int = 0, gpu: bool = True
+    ) -> None:
         self.console = console or Console()
         self.quiet = quiet
         self.total = total
+        self.gpu = gpu  # a CPU run has no host-device traffic to show
         self._seconds: list[float] = []
         self._last_deep: StepMetrics | None = None
         self._live: Live | None = None
@@ -66,8 +69,10 @@ class LiveView:
         deep = self._last_deep
         if deep is not None:
             tag = "" if deep is step else f" (step {deep.index})"
-            parts.append(f"H2D {deep.h2d_bytes / MB:.1f} MB/step{tag}")
-            parts.append(f"cast {deep.cast_bytes / MB:.1f} MB/step")
+            if self.gpu:
+                parts.append(f"H2D {deep.h2d_bytes / MB:.1f} MB/step{tag}")
+                tag = ""
+            parts.append(f"cast {deep.cast_bytes / MB:.1f} MB/step{tag}")
             parts.append(f"CPU ops {deep.cpu_ops}")
         return "  ".join(parts)
 

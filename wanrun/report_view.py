@@ -1,48 +1,24 @@
 """A finished run report as a terminal summary: phases, per-step costs, findings, and what was (not) checked.
 
-Used at the end of ``wanrun generate`` and by ``wanrun report FILE``. It renders the report and decides nothing:
-every number comes from the report, and the findings are the rules' own words.
+Used at the end of ``wanrun generate``, by ``wanrun report FILE`` and (the comparison table) by ``wanrun compare``.
+It renders and decides nothing: every number comes from the report, and the findings are the rules' own words.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from wandoc.engine.expr import HELPERS
-from wandoc.metrics import REPORT_SCHEMA, Report, StepMetrics
+from wandoc.metrics import Report, StepMetrics
 from wandoc.render.text import counts_line, print_findings
+from wanrun.compare import Comparison
 
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
-
-
-class ReportFileError(ValueError):
-    """A report file that cannot be shown; the message is one line for the user."""
-
-
-def load_report(path: Path) -> Report:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportFileError(f"{path}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ReportFileError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
-    if schema != REPORT_SCHEMA:
-        raise ReportFileError(f"{path}: not a wanrun report (schema {schema!r}, expected {REPORT_SCHEMA!r})")
-    try:
-        return Report.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise ReportFileError(f"{path}: invalid report at {where}: {err.get('msg', 'invalid')}") from None
 
 
 def _median(values: list[float]) -> float | None:
@@ -145,3 +121,26 @@ def render(report: Report, console: Console) -> None:
         console.print("[yellow]stopped early: the report covers the steps that ran[/yellow]")
     if s.error:
         console.print(f"[red]the generation failed: {escape(s.error)}[/red]")
+
+
+def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
+    """Per-step medians of two runs side by side, the worse ones marked, and the findings that came or went."""
+    table = Table(title=f"{a} → {b} (median per step)", title_justify="left", show_edge=False, pad_edge=False)
+    for col, justify in (("measure", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("", "left")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+
+    def cell(value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        return {"bytes": _b(value), "s": f"{value:.3f} s", "%": f"{value:.0f}%"}.get(unit, _n(value))
+
+    for row in cmp.rows:
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        mark = "[red]worse[/red]" if row.worse else ""
+        table.add_row(row.metric, cell(row.a, row.unit), cell(row.b, row.unit), ratio, mark)
+    console.print(table)
+    for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
+        if items:
+            console.print(f"[{style}]{label}:[/{style}] {escape(', '.join(items))}")
+    verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
+    console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")

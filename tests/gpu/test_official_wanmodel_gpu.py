@@ -116,7 +116,7 @@ def test_official_fp32_weights_under_autocast(wan: Any, shape: Any) -> None:
     assert step.repeated_cast_bytes / step.forwards == pytest.approx(per_forward, rel=0.1)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES[1:])  # at the tiny shape the weights are kilobytes: under the rule's floor
 def test_official_blocks_offloaded_per_forward(wan: Any, shape: Any) -> None:
     cfg, *grid = shape
     model = build(wan, cfg, torch.bfloat16)
@@ -154,7 +154,7 @@ def test_official_block_left_on_the_cpu(wan: Any, shape: Any) -> None:
         return value
 
     def leave_on_cpu(m: nn.Module) -> None:
-        block = m.blocks[BLOCK].to("cpu")
+        block = m.blocks[BLOCK].to("cpu", torch.float32)  # never moved, never converted
         original = block.forward
 
         def forward_on_cpu(*args: Any, **kwargs: Any) -> Any:

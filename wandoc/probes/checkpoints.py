@@ -74,6 +74,16 @@ class HeaderError(ValueError):
 # -- safetensors headers ----------------------------------------------------------------------------------
 
 
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A tensor named twice means a damaged header: one of the two would silently vanish."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"name {key!r} appears twice")
+        out[key] = value
+    return out
+
+
 def read_header(stream: BinaryIO, size: int) -> tuple[dict[str, Any], int]:
     """The JSON table at the start of a safetensors stream of ``size`` bytes, and its length in bytes."""
     if size < 8:
@@ -90,7 +100,7 @@ def read_header(stream: BinaryIO, size: int) -> tuple[dict[str, Any], int]:
     if len(raw) != length:
         raise HeaderError("truncated inside the header")
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise HeaderError(f"header is not JSON: {exc}") from None
     if not isinstance(header, dict):

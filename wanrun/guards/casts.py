@@ -1,8 +1,9 @@
 """Telling weights from activations, and a cast that repeats from one that happens once.
 
-A weight is a parameter or buffer of an attached model (or a tensor an offload hook keeps for it). Weights are
-known by object identity first (a ``Parameter`` keeps its Python object when ``module.to()`` moves its data) and
-by data pointer second (``param.data`` views, offload hooks' host copies). A cast of a weight that was already
+A weight is a parameter or buffer of an attached model, a tensor a module keeps in a plain attribute (model
+state such as Wan's RoPE ``freqs``), or a tensor an offload hook keeps for a module. Weights are known by object
+identity first (a ``Parameter`` keeps its Python object when ``module.to()`` moves its data) and by data
+pointer second (``param.data`` views, offload hooks' host copies). A cast of a weight that was already
 cast before is *repeated*: the same bytes converted again, the cost of fp32 weights under autocast or of a
 ``.to(dtype)`` on weights inside ``forward``. Every other cast is an activation cast, counted apart: activations
 are fresh each forward, and the caching allocator hands their memory to the next ones, so a pointer cannot
@@ -17,11 +18,7 @@ from itertools import chain
 import torch
 from torch import nn
 
-from wanrun.guards.residency import offload_weights_maps
-
-
-def join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix and name else prefix or name
+from wanrun.guards.residency import Model, dotted, offload_weights_maps
 
 
 def _ptr_key(t: torch.Tensor) -> tuple[int, int, torch.dtype] | None:
@@ -36,14 +33,14 @@ def _ptr_key(t: torch.Tensor) -> tuple[int, int, torch.dtype] | None:
 class WeightIndex:
     """Which tensors are weights of the attached models, and which module owns each (its dotted path)."""
 
-    def __init__(self, models: Sequence[tuple[str, nn.Module]]) -> None:
+    def __init__(self, models: Sequence[Model]) -> None:
         self._by_id: dict[int, tuple[torch.Tensor, str, str]] = {}  # id -> (tensor kept alive, module, name)
         self._by_ptr: dict[tuple[int, int, torch.dtype], tuple[str, str]] = {}
-        for prefix, model in models:
+        for prefix, label, model in models:
             for path, module in model.named_modules():
-                owner = join(prefix, path)
+                owner = dotted(prefix, label, path)
                 for name, t in self._tensors(module):
-                    qual = join(owner, name)
+                    qual = f"{owner}.{name}"
                     self._by_id[id(t)] = (t, owner, qual)
                     key = _ptr_key(t)
                     if key is not None:
@@ -53,6 +50,8 @@ class WeightIndex:
     def _tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
         own = chain(module._parameters.items(), module._buffers.items())
         yield from ((n, t) for n, t in own if t is not None)
+        # model state kept in plain attributes (Wan's ``self.freqs``, moved to the device on first use)
+        yield from ((n, t) for n, t in vars(module).items() if isinstance(t, torch.Tensor))
         for weights in offload_weights_maps(module):
             for name in chain(module._parameters, module._buffers):
                 try:
@@ -61,9 +60,6 @@ class WeightIndex:
                     continue
                 if isinstance(t, torch.Tensor):
                     yield name, t
-
-    def __len__(self) -> int:
-        return len(self._by_id)
 
     def lookup(self, t: torch.Tensor) -> tuple[str, str] | None:
         """(owning module path, qualified weight name) of a weight, or None for anything else."""

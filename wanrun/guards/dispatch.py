@@ -25,8 +25,9 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from wandoc.metrics import ModuleVolume
-from wanrun.guards.casts import CastTracker, WeightIndex, join
+from wanrun.guards.casts import CastTracker, WeightIndex
 from wanrun.guards.ops import REGISTRY, OpEvent
+from wanrun.guards.residency import Model, dotted
 
 LOOP = "(loop)"
 TOP_N = 10
@@ -180,14 +181,14 @@ def warm_up() -> None:
         torch.zeros(1).add_(1)
 
 
-def module_names(models: Sequence[tuple[str, nn.Module]]) -> dict[int, str]:
-    return {id(m): join(prefix, path) for prefix, model in models for path, m in model.named_modules()}
+def module_names(models: Sequence[Model]) -> dict[int, str]:
+    return {id(m): dotted(prefix, label, path) for prefix, label, model in models for path, m in model.named_modules()}
 
 
 class DeepSession:
     """One inspected step: module stack, weight index and dispatch mode, installed together, removed together."""
 
-    def __init__(self, models: Sequence[tuple[str, nn.Module]], casts: CastTracker, expects_accelerator: bool) -> None:
+    def __init__(self, models: Sequence[Model], casts: CastTracker, expects_accelerator: bool) -> None:
         self.stack = ModuleStack(module_names(models))
         self.collector = StepCollector(self.stack, WeightIndex(models), casts, expects_accelerator)
         self.mode = InspectMode(self.collector.add)

@@ -199,7 +199,7 @@ def _conv(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent
     """Each output element is a dot product over C_in/groups × kernel: the weight's per-filter size."""
     w = args[1]
     t = _first_tensor(out)
-    per_output = w[0].numel() if isinstance(w, torch.Tensor) and w.dim() > 1 else 0
+    per_output = math.prod(w.shape[1:]) if isinstance(w, torch.Tensor) and w.dim() > 1 else 0
     return _compute(out, 2.0 * (t.numel() if t is not None else 0) * per_output)
 
 

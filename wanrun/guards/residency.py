@@ -29,13 +29,13 @@ def _hook_parts(hook: Any) -> list[Any]:
 
 def offload_hook(module: nn.Module) -> str | None:
     """The name of an offload hook a library attached to ``module``, or None."""
-    for part in _hook_parts(getattr(module, "_hf_hook", None)):
+    for part in _hook_parts(module.__dict__.get("_hf_hook")):  # plain attributes: no nn.Module lookup
         kind = type(part).__name__
         if kind == "CpuOffload" or getattr(part, "offload", False) is True:
             return kind
         if getattr(part, "weights_map", None) is not None:
             return kind
-    registry = getattr(module, "_diffusers_hook", None)
+    registry = module.__dict__.get("_diffusers_hook")
     hooks = getattr(registry, "hooks", None)
     if isinstance(hooks, Mapping):
         for name, part in hooks.items():
@@ -47,38 +47,40 @@ def offload_hook(module: nn.Module) -> str | None:
 def offload_weights_maps(module: nn.Module) -> list[Mapping[str, Any]]:
     """Host-side weight stores of accelerate hooks on ``module`` (the tensors copied in before each use)."""
     maps = []
-    for part in _hook_parts(getattr(module, "_hf_hook", None)):
+    for part in _hook_parts(module.__dict__.get("_hf_hook")):
         weights = getattr(part, "weights_map", None)
         if weights is not None and hasattr(weights, "__getitem__"):
             maps.append(weights)
     return maps
 
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix and name else prefix or name
+Model = tuple[str, str, nn.Module]  # (path prefix, label, module)
+
+
+def dotted(prefix: str, label: str, path: str) -> str:
+    """The reported path of a module: bare under a sole denoiser (``blocks.7.ffn.0``), else under its model's
+    prefix; a model's root module reads as the prefix, or as the model's label when there is none."""
+    if not path:
+        return prefix or label
+    return f"{prefix}.{path}" if prefix else path
 
 
 class Residency:
-    """Per-step residency of attached models' parameters. ``models`` are (path prefix, label, module)."""
+    """Per-step residency of attached models' parameters."""
 
-    def __init__(self, models: Sequence[tuple[str, str, nn.Module]]) -> None:
+    def __init__(self, models: Sequence[Model]) -> None:
         self._owners: list[tuple[str, nn.Module]] = []  # modules holding parameters directly
         self._ancestors: dict[str, tuple[str, ...]] = {}  # owner -> itself and every ancestor up to its root
         self._parent: dict[str, str | None] = {}
         self._owner_count: Counter[str] = Counter()  # owners in each module's subtree
         self._order: dict[str, int] = {}
-        self._labels: dict[str, str] = {}
         self._modules: list[nn.Module] = []
         for prefix, label, model in models:
-            self._labels[prefix] = prefix or label
             for path, module in model.named_modules():
-                full = _join(prefix, path)
+                full = dotted(prefix, label, path)
                 self._order.setdefault(full, len(self._order))
                 self._modules.append(module)
-                if path:
-                    self._parent[full] = _join(prefix, path.rpartition(".")[0])
-                else:
-                    self._parent[full] = None
+                self._parent[full] = dotted(prefix, label, path.rpartition(".")[0]) if path else None
                 if any(p is not None for p in module._parameters.values()):
                     self._owners.append((full, module))
         for full, _ in self._owners:
@@ -117,7 +119,7 @@ class Residency:
         full = {m for m, c in full_counts.items() if c == self._owner_count[m]}
         tops = [m for m in full if self._parent.get(m) not in full] + partial
         tops.sort(key=lambda m: self._order.get(m, 0))
-        return [self._labels.get(m, m) for m in tops], nbytes
+        return tops, nbytes
 
     def offload_hooks(self) -> list[str]:
         """Kinds of library offload hooks found on the models' modules (a chosen offload)."""
