@@ -1,8 +1,11 @@
-"""Shared test setup: GPU tests run only where CUDA is present."""
+"""Shared test setup: GPU tests run only where CUDA is present; the fixture checkouts are built once a session."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from wanrepo import FoundingStory, fetch_wan22_wheel, make_founding_story_repo, make_official_checkout
 
 
 def _cuda() -> bool:
@@ -20,3 +23,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def story(tmp_path_factory: pytest.TempPathFactory) -> FoundingStory:
+    """The founding story's app repo; tests only read it (test_git_compare checks nothing changed)."""
+    return make_founding_story_repo(tmp_path_factory.mktemp("story"))
+
+
+@pytest.fixture(scope="session")
+def official(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The official wan package from the wan22 wheel, with a generate-like entry."""
+    wheel = fetch_wan22_wheel()
+    if wheel is None:
+        pytest.skip("the wan22 wheel is not cached and cannot be downloaded")
+    return make_official_checkout(wheel, tmp_path_factory.mktemp("official"))

@@ -8,23 +8,16 @@ import pytest
 from wanrepo import (
     FAST_ATTENTION_PY,
     SLOW_ATTENTION_PY,
+    SLOW_KINDS,
     FoundingStory,
     commit_all,
     git,
-    make_founding_story_repo,
     make_simple_wan_repo,
     write_files,
 )
 
 from wandoc.probes.git_compare import GitSource, probe_git, probe_ref
 from wandoc.probes.import_path import FsSource, walk_source
-
-SLOW_KINDS = {"sdpa_flash_disabled", "mask_per_call", "item_in_forward", "python_loop_kernel"}
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory) -> FoundingStory:
-    return make_founding_story_repo(tmp_path_factory.mktemp("story"))
 
 
 def _state(root: Path) -> tuple[str, str, str, str]:

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from wanrepo import FoundingStory, make_founding_story_repo, write_files
+from wanrepo import FoundingStory, write_files
 
 from wandoc.probes.import_path import FsSource, parse_text, walk_imports, walk_source
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory) -> FoundingStory:
-    return make_founding_story_repo(tmp_path_factory.mktemp("story"))
 
 
 def test_founding_story_path(story: FoundingStory) -> None:

@@ -7,23 +7,13 @@ from pathlib import Path
 import pytest
 from wanrepo import (
     SLOW_ATTENTION_PY,
+    SLOW_KINDS,
     FoundingStory,
-    fetch_wan22_wheel,
-    make_founding_story_repo,
-    make_official_checkout,
     make_simple_wan_repo,
     write_files,
 )
 
 from wandoc.probes.repo_code import parse_launcher, probe_repo
-
-SLOW_KINDS = {"sdpa_flash_disabled", "mask_per_call", "item_in_forward", "python_loop_kernel"}
-
-
-@pytest.fixture(scope="module")
-def story(tmp_path_factory: pytest.TempPathFactory) -> FoundingStory:
-    return make_founding_story_repo(tmp_path_factory.mktemp("story"))
-
 
 # -- the founding story --------------------------------------------------------------------------------
 
@@ -341,14 +331,6 @@ def test_not_wan(tmp_path: Path) -> None:
 
 
 # -- the official package ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def official(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wheel = fetch_wan22_wheel()
-    if wheel is None:
-        pytest.skip("the wan22 wheel is not cached and cannot be downloaded")
-    return make_official_checkout(wheel, tmp_path_factory.mktemp("official"))
 
 
 def test_official_wan_package(official: Path) -> None:

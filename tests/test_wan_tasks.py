@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import wanrepo
 from wandoc import rulebook
 from wandoc.engine import evaluate
 from wandoc.facts import CodeSite, Facts
@@ -30,14 +29,6 @@ def test_scope_sites_keeps_the_task_own_code() -> None:
     ]
     scoped = scope_sites(sites, ["wan/modules/s2v/motioner.py"])
     assert [s.on_path for s in scoped] == [False, False, True]
-
-
-@pytest.fixture(scope="module")
-def official(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wheel = wanrepo.fetch_wan22_wheel()
-    if wheel is None:
-        pytest.skip("the wan22 wheel could not be downloaded")
-    return wanrepo.make_official_checkout(wheel, tmp_path_factory.mktemp("official"))
 
 
 @pytest.mark.parametrize("task", ["t2v-A14B", "t2v-1.3B"])

@@ -347,6 +347,10 @@ def commit_all(root: Path, message: str) -> str:
     return git(root, "rev-parse", "HEAD")
 
 
+# the slow attention patterns the founding story planted, as site kinds
+SLOW_KINDS = {"sdpa_flash_disabled", "mask_per_call", "item_in_forward", "python_loop_kernel"}
+
+
 @dataclass
 class FoundingStory:
     app: Path  # the app repo, ``main`` checked out

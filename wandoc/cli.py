@@ -117,8 +117,6 @@ def _check_user_input(facts, req) -> None:
     """Problems with what the user named (not with the machine) end the command with exit 2."""
     if req.repo is not None and not facts.repo.found:
         fail(f"--repo {req.repo}: {facts.repo.error or 'not a checkout'}")
-    if facts.repo.found and facts.repo.error and "entry" in facts.repo.error.lower():
-        fail(f"--script {req.script}: {facts.repo.error}")
     if req.compare:
         if not facts.git.available:
             fail(f"--compare needs git, which was not found ({facts.git.error or 'not on PATH'})")

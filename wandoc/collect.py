@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wandoc import __version__
-from wandoc.facts import CheckpointFacts, Facts, GitFacts, RepoFacts
+from wandoc.facts import (
+    CheckpointFacts,
+    EnvFacts,
+    Estimate,
+    Facts,
+    GitFacts,
+    NvmlFacts,
+    PackagesFacts,
+    PlatformFacts,
+    RepoFacts,
+    SystemFacts,
+    TorchFacts,
+)
 
 T = TypeVar("T")
 
@@ -62,10 +74,10 @@ def collect(req: Request) -> Facts:
     errors: list[str] = []
     env = req.environ
     with ThreadPoolExecutor(max_workers=6) as pool:
-        f_nvml = pool.submit(_safe, "nvml", errors, lambda: gpu.probe_nvml(env), Facts().nvml.__class__)
-        f_sys = pool.submit(_safe, "system", errors, system.probe_system, Facts().system.__class__)
-        f_torch = pool.submit(_safe, "torch", errors, torch_build.probe_torch, Facts().torch.__class__)
-        f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, Facts().packages.__class__)
+        f_nvml = pool.submit(_safe, "nvml", errors, lambda: gpu.probe_nvml(env), NvmlFacts)
+        f_sys = pool.submit(_safe, "system", errors, system.probe_system, SystemFacts)
+        f_torch = pool.submit(_safe, "torch", errors, torch_build.probe_torch, TorchFacts)
+        f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, PackagesFacts)
         f_repo = pool.submit(
             _safe, "repo", errors,
             lambda: repo_code.probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
@@ -81,8 +93,8 @@ def collect(req: Request) -> Facts:
             f_deep = pool.submit(
                 _safe, "torch-deep", errors, lambda: torch_deep.probe_torch_deep(req.deep_timeout), lambda: None
             )
-        plat = _safe("platform", errors, lambda: platform.probe_platform(env), Facts().platform.__class__)
-        env_facts = _safe("env", errors, lambda: platform.probe_env(env), Facts().env.__class__)
+        plat = _safe("platform", errors, lambda: platform.probe_platform(env), PlatformFacts)
+        env_facts = _safe("env", errors, lambda: platform.probe_env(env), EnvFacts)
         repo = f_repo.result()
         ckpt_dir = _ckpt_dir(req, repo)
         ckpt = _safe("checkpoints", errors, lambda: checkpoints.probe_checkpoints(ckpt_dir), CheckpointFacts)
@@ -104,9 +116,7 @@ def collect(req: Request) -> Facts:
             checkpoints=ckpt,
             git=f_git.result(),
         )
-    facts.estimate = _safe(
-        "estimate", errors, lambda: estimate(facts.repo, facts.checkpoints), facts.estimate.__class__
-    )
+    facts.estimate = _safe("estimate", errors, lambda: estimate(facts.repo, facts.checkpoints), Estimate)
     facts.probe_errors = errors
     return facts
 
@@ -153,6 +163,8 @@ def load_facts_file(path: Path) -> Facts:
 
     from pydantic import ValidationError
 
+    from wandoc.errors import first_error
+
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -169,6 +181,4 @@ def load_facts_file(path: Path) -> Facts:
     try:
         return Facts.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise ValueError(f"{path}: {where}: {err.get('msg')}") from None
+        raise ValueError(f"{path}: {first_error(exc)}") from None

@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from wandoc.errors import first_error
+
 
 class SettingsError(ValueError):
     """A settings file or variable the user wrote that cannot be used."""
@@ -61,8 +63,6 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
-        raise SettingsError(f"settings: {where}: {err.get('msg')}") from None
+        raise SettingsError(f"settings: {first_error(exc)}") from None
     except Exception as exc:  # a malformed TOML file surfaces as a decode error from the source
         raise SettingsError(f"settings: cannot read wandoc.toml / pyproject.toml: {exc}") from None

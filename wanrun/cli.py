@@ -283,7 +283,10 @@ def report_cmd(
 def compare_cmd(
     a: Annotated[Path, typer.Argument(help="The baseline run report.")],
     b: Annotated[Path, typer.Argument(help="The run to judge against it.")],
-    threshold: Annotated[float, typer.Option(help="A per-step median this many times worse counts.")] = 1.10,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="A per-step median this many times worse counts (default: regress_threshold, 1.10)."),
+    ] = None,
 ) -> None:
     """What got worse between two runs: per-step medians side by side, and findings new in the second.
 
@@ -298,6 +301,13 @@ def compare_cmd(
     from wanrun.compare import ReportError, compare, load_report
     from wanrun.report_view import render_comparison
 
+    if threshold is None:
+        from wandoc.settings import SettingsError, load_settings
+
+        try:
+            threshold = load_settings().regress_threshold
+        except SettingsError as exc:
+            _bail(str(exc))
     if threshold < 1.0:
         _bail("--threshold: must be 1.0 or more")
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from wandoc.errors import first_error
 from wandoc.metrics import REPORT_SCHEMA, Report, StepMetrics
 
 
@@ -78,8 +79,7 @@ def load_report(path: Path) -> Report:
     try:
         return Report.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ReportError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise ReportError(f"{path}: {first_error(exc)}") from None
 
 
 def _median(report: Report, metric: Metric) -> float | None:

@@ -2,7 +2,7 @@
 
 A rule reports once, at the first step where it fires, with the module it names: a regression present in every
 step is one finding, not fifty. Rules that already fired are not evaluated again, which keeps the per-step cost
-to the rules that are still quiet. Thresholds live in the rule files, never here.
+to the rules that are still quiet (the engine caches compiled expressions). Thresholds live in the rule files.
 """
 
 from __future__ import annotations
@@ -10,13 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from wandoc.engine import Expr, ExprError, Finding, Rule, evaluate_rule
+from wandoc.engine import Finding, Rule, evaluate_rule
 from wandoc.metrics import RunInfo, StepHistory, StepMetrics, Summary
-
-
-def default_shell() -> str:
-    """The shell a fix is written for: PowerShell on Windows, else a POSIX shell."""
-    return "powershell" if os.name == "nt" else "bash"
+from wandoc.probes.platform import probe_platform
 
 
 class RuntimeRules:
@@ -24,15 +20,13 @@ class RuntimeRules:
         rules = list(rules)
         self.step_rules = sorted((r for r in rules if r.scope == "step"), key=lambda r: r.id)
         self.run_rules = sorted((r for r in rules if r.scope == "run"), key=lambda r: r.id)
-        self.shell = shell or default_shell()
+        self.shell = shell or probe_platform(os.environ).shell
         self.fired: set[str] = set()
-        # a rule's condition compiled once: most steps it is false, and that answer should cost microseconds
-        self._when: dict[str, Expr] = {r.id: r.compiled()[0] for r in rules if r.each is None}
 
     def _judge(self, rules: list[Rule], scope: dict[str, object], step: int | None) -> list[Finding]:
         new: list[Finding] = []
         for rule in rules:
-            if rule.id in self.fired or not self._may_fire(rule, scope):
+            if rule.id in self.fired:
                 continue
             found = evaluate_rule(rule, scope, self.shell)
             if found:
@@ -41,16 +35,6 @@ class RuntimeRules:
                     f.step = step
                 new.extend(found)
         return sorted(new, key=lambda f: (-f.rank, f.rule))
-
-    def _may_fire(self, rule: Rule, scope: dict[str, object]) -> bool:
-        """False when the rule's condition is plainly false; the engine then has nothing to add."""
-        when = self._when.get(rule.id)
-        if when is None:
-            return True
-        try:
-            return when.truth(scope)
-        except ExprError:  # let the engine turn it into its "could not be evaluated" finding
-            return True
 
     def on_step(self, step: StepMetrics, run: RunInfo, history: StepHistory) -> list[Finding]:
         """Findings that first fire at this step."""
