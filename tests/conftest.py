@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from runnable_wan import RunnableRepo, make_runnable_repo
 from wanrepo import FoundingStory, fetch_wan22_wheel, make_founding_story_repo, make_official_checkout
 
 
@@ -38,3 +39,14 @@ def official(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if wheel is None:
         pytest.skip("the wan22 wheel is not cached and cannot be downloaded")
     return make_official_checkout(wheel, tmp_path_factory.mktemp("official"))
+
+
+@pytest.fixture(scope="session")
+def runnable(tmp_path_factory: pytest.TempPathFactory) -> RunnableRepo:
+    """A Wan-like checkout that runs the official WanModel and UniPC solver, with a history of regressions.
+    Tests that check out another commit clone it first (``checkout_at``)."""
+    pytest.importorskip("diffusers", reason="the official Wan model code needs diffusers")
+    wheel = fetch_wan22_wheel()
+    if wheel is None:
+        pytest.skip("the wan22 wheel is not cached and cannot be downloaded")
+    return make_runnable_repo(wheel, tmp_path_factory.mktemp("runnable"))

@@ -6,8 +6,9 @@ import pytest
 
 from wandoc import rulebook
 from wandoc.engine import load_rule_file
+from wandoc.engine.rules import rule_files
 
-RULE_FILES = sorted(rulebook.shipped_rules_dir().rglob("*.toml"))
+RULE_FILES = rule_files([rulebook.shipped_rules_dir()])
 
 
 def test_rules_are_shipped() -> None:

@@ -9,9 +9,7 @@ partial report.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -61,19 +59,10 @@ def _bail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def write_report(report: Report, path: Path) -> None:
-    """Write atomically: a temp file in the same folder, then a rename, so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(report.to_json())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write atomically, so a reader never sees half a report."""
+    from wandoc.atomic import write_text_atomic
+
+    write_text_atomic(path, report.to_json())
 
 
 def _config_error(exc: Exception) -> str:
@@ -153,11 +142,24 @@ def generate(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-step status; findings and a line.")] = False,
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run this Wan checkout's own script instead of the built-in pipeline.", rich_help_panel="Your checkout"
+        ),
+    ] = None,
+    script: Annotated[
+        str, typer.Option(help="The checkout's entry script.", rich_help_panel="Your checkout")
+    ] = "generate.py",
+    script_args: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[-- ARGS]", help="Arguments for the checkout's script, after --.", show_default=False),
+    ] = None,
 ) -> None:
     from pydantic import ValidationError
 
     from wandoc import rulebook
-    from wandoc.engine import RuleFileError, at_or_above
+    from wandoc.engine import RuleFileError
     from wanrun.pipeline.config import PipelineConfig
 
     given: dict[str, Any] = {
@@ -179,6 +181,15 @@ def generate(
         "out": out,
         "fps": fps,
     }
+    if repo is not None:
+        builtin = [k for k, v in given.items() if v is not None and k != "device"]
+        if builtin:
+            _bail(f"--{builtin[0].replace('_', '-')} belongs to the built-in pipeline; with --repo, give your "
+                  "script's own arguments after --")  # fmt: skip
+        _generate_repo(repo, script, script_args or [], device=device, report=report, strict=strict,
+                       fail_on=fail_on, rules=rules, deep_every=deep_every, quiet=quiet)  # fmt: skip
+    if script_args:
+        _bail(f"unexpected argument {script_args[0]!r}: arguments after -- go to a checkout's script (--repo DIR)")
     try:
         cfg = PipelineConfig(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
@@ -192,18 +203,54 @@ def generate(
 
     console = _out()
     code, final, stop = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console)
+    _finish(console, final, code, stop, report=report, quiet=quiet, fail_on=fail_on)
+
+
+def _generate_repo(
+    repo: Path, script: str, args: list[str], *, device: str | None, report: Path | None, strict: bool,
+    fail_on: FailOn, rules: list[Path] | None, deep_every: int | None, quiet: bool,
+) -> NoReturn:  # fmt: skip
+    """``--repo``: the checkout's own script under the guards (see wanrun.repo_job)."""
+    from wandoc import rulebook
+    from wandoc.engine import RuleFileError
+    from wanrun.repo_job import RepoJob, RepoUsageError, run_repo_job
+    from wanrun.targets import TargetsError, load_targets
+
+    if deep_every is not None and deep_every < 0:
+        _bail("--deep-every: must be 0 or more")
+    try:
+        loaded, targets = rulebook.load(rules or []), load_targets(rules or [])
+    except (RuleFileError, TargetsError) as exc:
+        _bail(str(exc))
+    console = _out()
+    job = RepoJob(repo, script, args, loaded, targets, device=device or "auto", strict=strict,
+                  deep_every=deep_every, quiet=quiet)  # fmt: skip
+    try:
+        code, final, stop = run_repo_job(job, console)
+    except RepoUsageError as exc:
+        _bail(str(exc))
+    if final.summary.error:
+        _err(f"{script} failed: {final.summary.error}")
+    _finish(console, final, code, stop, report=report, quiet=quiet, fail_on=fail_on)
+
+
+def _finish(
+    console: Console, final: Report, code: int, stop: Finding | None, *, report: Path | None, quiet: bool,
+    fail_on: FailOn,
+) -> NoReturn:  # fmt: skip
+    """Write the report, show the summary and exit with the contract's code."""
+    from wandoc.engine import at_or_above
+    from wandoc.render.text import counts_line
+    from wanrun.report_view import render
+
     if report is not None:
         try:
             write_report(final, report)
         except OSError as exc:
             _bail(f"cannot write the report {report}: {exc}")
-    from wandoc.render.text import counts_line
-    from wanrun.report_view import render
-
     if quiet:
-        console.print(
-            f"{counts_line(final.findings)}; {final.summary.steps} steps in {final.summary.seconds_total:.1f} s"
-        )
+        steps, seconds = final.summary.steps, final.summary.seconds_total
+        console.print(f"{counts_line(final.findings)}; {steps} steps in {seconds:.1f} s")
     else:
         console.print()
         render(final, console)
@@ -262,12 +309,16 @@ def _run(
 @app.command("report")
 def report_cmd(
     file: Annotated[Path, typer.Argument(help="A report written by `wanrun generate --report FILE`.")],
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the report as one self-contained HTML page, with plots.")
+    ] = None,
 ) -> None:
     """Show a saved run report: phases, per-step costs, findings, and what was and was not checked.
 
-    [bold]Example[/bold]
+    [bold]Examples[/bold]
 
       wanrun report run.json
+      wanrun report run.json --html run.html       [dim]plots per step, opens offline[/dim]
     """
     from wanrun.compare import ReportError, load_report
     from wanrun.report_view import render
@@ -276,7 +327,17 @@ def report_cmd(
         loaded = load_report(file)
     except ReportError as exc:
         _bail(str(exc))
-    render(loaded, _out())
+    if html is not None:
+        from wanrun.report_html import render_report_html, write_html
+
+        try:
+            write_html(render_report_html(loaded, title=file.name), html)
+        except OSError as exc:
+            _bail(f"cannot write {html}: {exc.strerror or exc}")
+    console = _out()
+    render(loaded, console)
+    if html is not None:
+        console.print(f"[dim]html: {escape(str(html))}[/dim]")
 
 
 @app.command("compare")
@@ -287,6 +348,9 @@ def compare_cmd(
         float | None,
         typer.Option(help="A per-step median this many times worse counts (default: regress_threshold, 1.10)."),
     ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write both runs' plots overlaid and the differences as HTML.")
+    ] = None,
 ) -> None:
     """What got worse between two runs: per-step medians side by side, and findings new in the second.
 
@@ -296,7 +360,7 @@ def compare_cmd(
 
       wanrun generate --preset small --report main.json
       wanrun generate --preset small --offload --report branch.json
-      wanrun compare main.json branch.json
+      wanrun compare main.json branch.json --html compare.html
     """
     from wanrun.compare import ReportError, compare, load_report
     from wanrun.report_view import render_comparison
@@ -315,7 +379,17 @@ def compare_cmd(
     except ReportError as exc:
         _bail(str(exc))
     result = compare(base, other, threshold=threshold)
-    render_comparison(result, _out(), a.name, b.name)
+    if html is not None:
+        from wanrun.report_html import render_comparison_html, write_html
+
+        try:
+            write_html(render_comparison_html(result, base, other, a.name, b.name), html)
+        except OSError as exc:
+            _bail(f"cannot write {html}: {exc.strerror or exc}")
+    console = _out()
+    render_comparison(result, console, a.name, b.name)
+    if html is not None:
+        console.print(f"[dim]html: {escape(str(html))}[/dim]")
     raise typer.Exit(EXIT_FINDINGS if result.regressed else 0)
 
 

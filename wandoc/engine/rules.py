@@ -15,12 +15,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from wandoc.engine.cache import RuleCache
 from wandoc.engine.expr import Expr, ExprError, compile_expr, template_exprs
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 SHELLS = ("bash", "cmd", "powershell")
 MAX_RULE_FILE = 256 * 1024
+TARGETS_FILE = "targets.toml"  # what runtime guards hook by name (wanrun.targets), not a rule
 
 
 class RuleFileError(ValueError):
@@ -126,17 +128,39 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return None
 
 
-def parse_rule_text(text: str, source: str) -> list[Rule]:
-    """Rules from the text of one rule file; RuleFileError on anything wrong."""
+def parse_rule_text(text: str, source: str, cache: RuleCache | None = None) -> list[Rule]:
+    """Rules from the text of one rule file; RuleFileError on anything wrong. With a cache, a text parsed
+    before skips the TOML parser, never the validation."""
+    if cache is None:
+        return _validated(_tables(text, source), text, source)
+    key = cache.key(text)
+    cached = cache.get(key)
+    if cached is not None:
+        try:
+            return _validated(cached, text, source)
+        except RuleFileError:
+            pass  # an entry that does not validate is damaged or forged: read the file itself
+    tables = _tables(text, source)
+    rules = _validated(tables, text, source)
+    cache.put(key, tables)
+    return rules
+
+
+def _tables(text: str, source: str) -> list[Any]:
+    """The rule tables of one file: its top level, or its ``[[rule]]`` list."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RuleFileError(f"{source}: not valid TOML: {exc}") from None
     raw = data.pop("rule") if "rule" in data and isinstance(data["rule"], list) else None
     if raw is None:
-        raw = [data]
-    elif data:
+        return [data]
+    if data:
         raise RuleFileError(f"{source}: top-level keys {sorted(data)} beside [[rule]] tables")
+    return raw
+
+
+def _validated(raw: list[Any], text: str, source: str) -> list[Rule]:
     rules: list[Rule] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -159,14 +183,14 @@ def parse_rule_text(text: str, source: str) -> list[Rule]:
     return rules
 
 
-def load_rule_file(path: Path) -> list[Rule]:
+def load_rule_file(path: Path, cache: RuleCache | None = None) -> list[Rule]:
     try:
         if path.stat().st_size > MAX_RULE_FILE:
             raise RuleFileError(f"{path}: larger than {MAX_RULE_FILE // 1024} KiB; not a rule file")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleFileError(f"{path}: cannot read: {exc}") from None
-    return parse_rule_text(text, str(path))
+    return parse_rule_text(text, str(path), cache)
 
 
 def rule_files(dirs: Iterable[Path]) -> list[Path]:
@@ -175,18 +199,20 @@ def rule_files(dirs: Iterable[Path]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files.extend(sorted(p for p in d.rglob("*.toml") if p.is_file()))
+            files.extend(sorted(p for p in d.rglob("*.toml") if p.is_file() and p.name != TARGETS_FILE))
         else:
             raise RuleFileError(f"{d}: no such rule file or directory")
     return files
 
 
-def load_rules(dirs: Iterable[Path], disabled: Iterable[str] = ()) -> list[Rule]:
+def load_rules(dirs: Iterable[Path], disabled: Iterable[str] = (), cache: RuleCache | None = None) -> list[Rule]:
     """Every rule under the given files and directories; a later directory's rule replaces an earlier one
     with the same id (so a user can override a shipped rule), and disabled ids are dropped."""
     by_id: dict[str, Rule] = {}
     for f in rule_files(dirs):
-        for rule in load_rule_file(f):
+        for rule in load_rule_file(f, cache):
             by_id[rule.id] = rule
+    if cache is not None:
+        cache.save()
     off = set(disabled)
     return [r for r in by_id.values() if r.id not in off]

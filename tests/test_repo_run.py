@@ -1,0 +1,231 @@
+"""``wanrun generate --repo``: a user's own Wan checkout, run in-process under the guards, on the CPU.
+
+The checkout (tests/runnable_wan.py) runs the official WanModel and FlowUniPCMultistepScheduler at a tiny size.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from runnable_wan import RunnableRepo
+from torch import nn
+
+from wandoc.metrics import Report
+from wanrun.cli import main
+from wanrun.guard import Guard
+from wanrun.repo_run import RepoRunner
+from wanrun.targets import Targets, TargetsError, load_targets
+
+
+def wanrun(*args: str) -> int:
+    return main(list(args))
+
+
+def load(path: Path) -> Report:
+    return Report.model_validate(json.loads(path.read_text()))
+
+
+def test_fast_checkout_runs_under_the_guards(runnable: RunnableRepo, tmp_path: Path, capsys) -> None:
+    repo = runnable.checkout_at("fast", tmp_path / "wan")
+    out_file = tmp_path / "clip.npy"
+    argv0, cwd, path0, imp = sys.argv[:], os.getcwd(), sys.path[:], builtins.__import__
+    code = wanrun("generate", "--repo", str(repo), "--report", str(tmp_path / "r.json"), "--",
+                  *runnable.args("--save_file", str(out_file), steps=3))  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = load(tmp_path / "r.json")
+    # one step is one scheduler step: both CFG forwards and the update (the first forward of the run is the one
+    # that finds the denoiser, before its hooks exist)
+    assert len(report.steps) == 3 and [s.forwards for s in report.steps][1:] == [2, 2]
+    assert report.run.pipeline == "repo" and report.run.denoiser == "WanModel"
+    assert report.run.steps_total == 3 and report.run.args["script_exit_code"] == 0
+    assert report.run.args["denoiser_found_by"] == "class WanModel"
+    assert [p.name for p in report.phases] == ["load", "encode", "encode", "denoise", "decode", "save"]
+    assert report.summary.output == str(out_file) and report.summary.output_bytes == out_file.stat().st_size > 0
+    assert report.summary.error is None
+    # the doctor ran first and its findings travel with the report (the tiny checkpoint is fp32)
+    assert "ARGS-FP32-DIT-WITHOUT-CONVERT" in {f.rule for f in report.doctor}
+    assert "doctor (" in out
+    # nothing of the run is left in this process
+    assert (sys.argv, os.getcwd(), sys.path, builtins.__import__) == (argv0, cwd, path0, imp)
+    assert not nn.modules.module._global_forward_pre_hooks
+    assert not any(name == "wan" or name.startswith("wan.") for name in sys.modules)
+
+
+def test_a_second_run_imports_its_own_commit(runnable: RunnableRepo, tmp_path: Path, capsys) -> None:
+    """Two checkouts of the same package name in one process: each run must execute its own code."""
+    fast = runnable.checkout_at("fast", tmp_path / "fast")
+    slow = runnable.checkout_at(runnable.slow_attention, tmp_path / "slow")
+    for name, repo in (("fast", fast), ("slow", slow)):
+        code = wanrun("generate", "--repo", str(repo), "-q", "--report", str(tmp_path / f"{name}.json"), "--",
+                      *runnable.args("--size", "128*128", steps=4))  # fmt: skip
+        assert code == 0, capsys.readouterr().out
+    a, b = load(tmp_path / "fast.json"), load(tmp_path / "slow.json")
+    assert a.summary.median_step_seconds > 0
+    # the slow commit's attention (dense masks, chunk loop, math kernel) is several times slower even on a CPU
+    assert b.summary.median_step_seconds > 1.5 * a.summary.median_step_seconds
+
+
+def test_script_failure_exits_3_with_the_report(runnable: RunnableRepo, tmp_path: Path, capsys) -> None:
+    repo = runnable.checkout_at("fast", tmp_path / "wan")
+    (repo / "wan" / "modules" / "t5.py").write_text("raise ImportError('sentencepiece is missing')\n")
+    code = wanrun("generate", "--repo", str(repo), "-q", "--report", str(tmp_path / "r.json"), "--",
+                  *runnable.args())  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "ImportError: sentencepiece is missing" in err and "t5.py" in err and "Traceback" not in err
+    report = load(tmp_path / "r.json")
+    assert report.summary.error.startswith("ImportError") and report.run.args["script_exit_code"] == 1
+
+
+def test_script_exit_status_is_kept(runnable: RunnableRepo, tmp_path: Path, capsys) -> None:
+    repo = runnable.checkout_at("fast", tmp_path / "wan")
+    code = wanrun("generate", "--repo", str(repo), "-q", "--report", str(tmp_path / "r.json"))  # no --ckpt_dir
+    assert code == 3
+    report = load(tmp_path / "r.json")
+    assert report.run.args["script_exit_code"] == 1 and "--ckpt_dir is required" in report.summary.error
+    assert "--ckpt_dir is required" in capsys.readouterr().err
+
+
+def test_strict_stops_the_users_run(runnable: RunnableRepo, tmp_path: Path, capsys) -> None:
+    repo = runnable.checkout_at("fast", tmp_path / "wan")
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "TEST-STEP.toml").write_text(
+        'id = "TEST-STEP"\ntitle = "step one"\nseverity = "error"\nscope = "step"\nwhen = "step.index >= 1"\n'
+        'message = "step {step.index}"\n'
+    )
+    code = wanrun("generate", "--repo", str(repo), "-q", "--strict", "--rules", str(rules),
+                  "--report", str(tmp_path / "r.json"), "--", *runnable.args(steps=4))  # fmt: skip
+    assert code == 1
+    report = load(tmp_path / "r.json")
+    assert len(report.steps) == 2 and report.summary.output is None
+    assert "stopped by --strict at step 1: TEST-STEP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--repo", "{tmp}/nowhere"], "--repo {tmp}/nowhere: no such folder"),
+        (["--repo", "{repo}", "--script", "missing.py"], "--script missing.py: no such file"),
+        (["--repo", "{tmp}"], "--script generate.py: no such file"),
+        (["--repo", "{repo}", "--steps", "3"], "--steps belongs to the built-in pipeline"),
+        (["--", "--task", "t2v-A14B"], "arguments after -- go to a checkout's script"),
+    ],
+)
+def test_bad_input_is_one_line(runnable: RunnableRepo, tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    subs = {"{tmp}": str(tmp_path), "{repo}": str(runnable.root)}
+    argv = []
+    for a in args:
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        argv.append(a)
+    for k, v in subs.items():
+        message = message.replace(k, v)
+    code = wanrun("generate", *argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_not_a_wan_checkout(tmp_path: Path, capsys) -> None:
+    (tmp_path / "generate.py").write_text("print('hello')\n")
+    code = wanrun("generate", "--repo", str(tmp_path))
+    assert code == 2
+    assert "does not look like a Wan checkout" in capsys.readouterr().err
+
+
+# -- the runner's parts, on small scripts ---------------------------------------------------------------------
+
+TWO_EXPERTS = '''\
+"""A Wan2.2 A14B-shaped pipeline: two experts, a switch at a boundary timestep, a flow scheduler."""
+import torch
+from torch import nn
+
+
+class WanModel(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.blocks = nn.Sequential(nn.Linear(8, width), nn.Linear(width, 8))
+
+    def forward(self, x, t):
+        return self.blocks(x)
+
+
+class FlowUniPCMultistepScheduler:
+    def set_timesteps(self, n):
+        self.timesteps = torch.linspace(1000, 0, n)
+
+    def step(self, noise, t, x):
+        return x - 0.1 * noise
+
+
+class Pipeline:
+    def __init__(self):
+        self.high_noise_model = WanModel(16)
+        self.low_noise_model = WanModel(16)
+
+    def generate(self, steps):
+        sched = FlowUniPCMultistepScheduler()
+        sched.set_timesteps(steps)
+        x = torch.randn(2, 8)
+        for t in sched.timesteps:
+            model = self.high_noise_model if t > 500 else self.low_noise_model
+            noise = model(x, t) - model(x, t)
+            x = sched.step(noise, t, x)
+        return x
+'''
+
+
+def run_script(tmp_path: Path, source: str, args: list[str], targets: Targets) -> tuple[Guard, RepoRunner]:
+    """``job.py`` imports the pipeline module, as a checkout's generate.py imports ``wan``."""
+    (tmp_path / "pipe.py").write_text(textwrap.dedent(source))
+    (tmp_path / "job.py").write_text("import sys\n\nimport pipe\n\npipe.Pipeline().generate(int(sys.argv[1]))\n")
+    guard = Guard("cpu", nvml=False)
+    runner = RepoRunner(tmp_path, "job.py", args, guard, targets)
+    with guard:
+        runner.run()
+    return guard, runner
+
+
+def test_both_experts_are_denoisers_named_by_their_attribute(tmp_path: Path) -> None:
+    guard, runner = run_script(tmp_path, TWO_EXPERTS, ["6"], load_targets())
+    report = guard.report
+    assert runner.outcome.exit_code == 0 and runner.outcome.found_by == "class WanModel"
+    assert len(report.steps) == 6 and [s.forwards for s in report.steps][1:] == [2] * 5
+    attached = {a.name for a in guard._models}
+    assert attached == {"high_noise_model", "low_noise_model"}
+    assert report.run.model_weight_bytes == 2 * sum(p.numel() * 4 for p in nn.Sequential(
+        nn.Linear(8, 16), nn.Linear(16, 8)).parameters())  # fmt: skip
+
+
+def test_a_renamed_denoiser_is_found_by_size(tmp_path: Path) -> None:
+    """A fork that renamed WanModel: the largest module called during one scheduler step is the denoiser."""
+    targets = load_targets().model_copy(update={"denoisers": []})
+    guard, runner = run_script(tmp_path, TWO_EXPERTS.replace("WanModel", "MyDiT"), ["6"], targets)
+    assert runner.outcome.found_by == "size"
+    steps = guard.report.steps
+    assert [s.index for s in steps] == [2, 3, 4, 5] and all(s.forwards == 2 for s in steps)
+
+
+def test_exceptions_inside_a_step_close_it(tmp_path: Path) -> None:
+    source = TWO_EXPERTS.replace("return x - 0.1 * noise", "raise RuntimeError('CUDA out of memory')")
+    guard, runner = run_script(tmp_path, source, ["3"], load_targets())
+    assert runner.outcome.exit_code == 1 and "RuntimeError: CUDA out of memory" in runner.outcome.error
+    assert len(guard.report.steps) == 1 and guard._open is None
+
+
+def test_targets_files_merge_and_bad_ones_are_named(tmp_path: Path) -> None:
+    (tmp_path / "targets.toml").write_text('denoisers = ["MyDiT"]\n[phases]\ndecode = ["MyVAE.decode"]\n')
+    merged = load_targets([tmp_path])
+    assert {"WanModel", "MyDiT"} <= set(merged.denoisers) and "MyVAE.decode" in merged.phases["decode"]
+    assert "Wan2_1_VAE.decode" in merged.phases["decode"]
+    (tmp_path / "targets.toml").write_text('denoiser = ["MyDiT"]\n')
+    with pytest.raises(TargetsError, match="targets.toml: denoiser"):
+        load_targets([tmp_path])

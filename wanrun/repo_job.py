@@ -1,0 +1,111 @@
+"""``wanrun generate --repo``: the doctor first, then the user's script under the guards, then one report.
+
+The report is complete whatever the script does: its exit code and exception (with where it happened), the
+steps that ran, the doctor's findings, and the file it wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from wandoc.engine import Finding, Rule
+from wandoc.metrics import Report, RunInfo
+
+if TYPE_CHECKING:
+    from wanrun.targets import Targets
+
+EXIT_FINDINGS, EXIT_FAILED, EXIT_INTERRUPTED = 1, 3, 130
+
+
+class RepoUsageError(ValueError):
+    """The checkout or script cannot be run: one line for the user, exit 2."""
+
+
+@dataclass
+class RepoJob:
+    repo: Path
+    script: str
+    args: list[str]
+    rules: list[Rule]
+    targets: Targets
+    device: str = "auto"
+    strict: bool = False
+    deep_every: int | None = None
+    quiet: bool = False
+    doctor: bool = True
+
+
+def rank_info() -> tuple[int, int]:
+    """(rank, world size) from the launcher's environment (torchrun sets RANK and WORLD_SIZE)."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+def run_repo_job(job: RepoJob, console: Console) -> tuple[int, Report, Finding | None]:
+    """Exit code, report, and the finding that stopped a strict run."""
+    from wanrun.doctor import examine, not_a_checkout
+
+    repo = job.repo.resolve()
+    if not repo.is_dir():
+        raise RepoUsageError(f"--repo {job.repo}: no such folder")
+    if not (repo / job.script).is_file():
+        raise RepoUsageError(f"--script {job.script}: no such file in {repo}")
+    verdict = examine(repo, job.script, job.args, job.rules)
+    problem = not_a_checkout(verdict.facts)
+    if problem is not None:
+        raise RepoUsageError(f"--repo {job.repo}: {problem}")
+    rank, world = rank_info()
+    if job.doctor and not job.quiet and rank == 0:
+        _show_doctor(console, verdict.findings, verdict.rules_evaluated)
+
+    from wanrun.guard import Guard, resolve_device
+    from wanrun.live import LiveView
+    from wanrun.repo_run import RepoRunner
+
+    device = resolve_device(job.device)
+    run = RunInfo(
+        pipeline="repo",
+        args={"repo": str(repo), "script": job.script, "argv": job.args, "rank": rank, "world_size": world},
+    )
+    view = LiveView(console, quiet=job.quiet or rank != 0, total=0, gpu=device.type != "cpu")
+    sampling: dict[str, Any] = {} if job.deep_every is None else {"deep_every": job.deep_every, "deep_budget": None}
+    guard = Guard(device, job.rules, strict=job.strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
+                  **sampling)  # fmt: skip
+    runner = RepoRunner(repo, job.script, job.args, guard, job.targets, on_total=lambda n: setattr(view, "total", n))
+    with view, guard:
+        outcome = runner.run()
+        if outcome.error is not None:
+            guard.error = outcome.error
+        elif outcome.exit_code != 0 and outcome.stopped is None and not outcome.interrupted:
+            guard.error = f"{job.script} exited with status {outcome.exit_code}"
+        guard.interrupted = outcome.interrupted
+    report = guard.report
+    report.doctor = list(verdict.findings)
+    report.run.args["script_exit_code"] = outcome.exit_code
+    report.run.args["denoiser_found_by"] = outcome.found_by
+    if outcome.stopped is not None:
+        return EXIT_FINDINGS, report, outcome.stopped.finding
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED, report, None
+    if guard.error is not None:
+        return EXIT_FAILED, report, None
+    return 0, report, None
+
+
+def _show_doctor(console: Console, findings: list[Finding], evaluated: int) -> None:
+    from rich.markup import escape
+
+    from wandoc.render.text import counts_line
+
+    console.print(f"[bold]doctor[/bold] ({evaluated} rules): {counts_line(findings)}")
+    marks = {"error": "[red]✗[/red]", "warning": "[yellow]![/yellow]", "info": "[blue]i[/blue]"}
+    for f in findings:
+        console.print(f"  {marks.get(f.severity, '-')} {f.rule}: {escape(f.message)}")
+    console.print()

@@ -1,0 +1,438 @@
+"""Run a user's own Wan script in this process, as ``python generate.py ARGS`` would, under a guard.
+
+Nothing in the checkout is edited. The runner sets the script's argv, ``__main__``, ``sys.path[0]`` and working
+directory, then watches by name (``targets.toml``):
+
+* every module imported from then on is looked at once, right after it loads, for the classes and functions the
+  targets name: a scheduler's ``step`` ends a denoising step, ``set_timesteps`` says how many there are, the
+  text encoder's call, the VAE's ``decode`` and ``save_video`` are timed as phases, and the file ``save_video``
+  writes is the run's output;
+* a global forward pre-hook waits for the first forward of a denoiser class (``WanModel`` or a subclass). It
+  attaches that model and its siblings (the other expert of Wan2.2 A14B, found on the object that holds it),
+  names them by the attribute that holds them (``low_noise_model.blocks.7``), opens the first step, and is then
+  removed: a global hook costs every module call in the process. From then on a hook on the denoisers alone
+  opens each step at its first forward, and the scheduler's ``step`` closes it, so a step covers both CFG
+  forwards and the update.
+
+Forks that renamed the denoiser: when a scheduler step comes and no denoiser is known, the largest module called
+between the first two scheduler steps is taken (and the report says so); steps before it are not measured.
+Without a known scheduler, one denoiser forward is one step (the guard's own fallback).
+
+Everything installed is removed when the run ends, however it ends, and the checkout's modules are dropped from
+``sys.modules`` so a second run (another commit) imports its own code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import functools
+import inspect
+import os
+import runpy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from wandoc.metrics import Phase
+from wanrun.guard import Guard, GuardStop
+from wanrun.targets import Targets
+
+_OWNER_FRAMES = 8  # how far up the stack to look for the object that holds a denoiser
+
+
+class ScriptError(ValueError):
+    """The script cannot be started (missing, not a file): a user mistake, one line."""
+
+
+@dataclass
+class ScriptOutcome:
+    exit_code: int = 0  # the script's own: SystemExit's code, 1 for an exception, 0 otherwise
+    error: str | None = None  # the exception that ended it, as "Type: message (at file:line)"
+    stopped: GuardStop | None = None  # strict mode ended it
+    interrupted: bool = False
+    found_by: str = ""  # how the denoiser was found: "class WanModel", "size", "" (not found)
+
+
+def _where(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
+
+
+def _class_names(obj: object) -> set[str]:
+    return {c.__name__ for c in type(obj).__mro__}
+
+
+def _under(path: str | None, root: Path) -> bool:
+    if not path:
+        return False
+    try:
+        return Path(path).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class _Patch:
+    owner: Any
+    name: str
+    original: Any
+
+
+@dataclass
+class _State:
+    step_cm: contextlib.AbstractContextManager[None] | None = None
+    index: int = 0
+    first_step_t: float | None = None
+    last_step_t: float | None = None
+    first_phase_t: float | None = None
+    denoise_at: int = 0  # where the denoise phase goes among the timed phases (they are kept in order)
+    schedulers_seen: bool = False
+    # fallback: modules called between the first two scheduler steps, when no denoiser class is known
+    window: dict[int, nn.Module] | None = None
+    scheduler_calls: int = 0
+    denoisers: list[nn.Module] = field(default_factory=list)
+
+
+class RepoRunner:
+    """One run of ``script`` in ``repo`` with ``args``, guarded by ``guard``; see the module docstring."""
+
+    def __init__(
+        self,
+        repo: Path,
+        script: str,
+        args: list[str],
+        guard: Guard,
+        targets: Targets,
+        *,
+        on_total: Callable[[int], None] | None = None,
+    ) -> None:
+        self.repo = repo.resolve()
+        self.script = (self.repo / script).resolve()
+        if not self.script.is_file():
+            raise ScriptError(f"--script {script}: no such file in {self.repo}")
+        self.args = list(args)
+        self.guard = guard
+        self.targets = targets
+        self.on_total = on_total
+        self._names = targets.names()
+        self._denoiser_names = set(targets.denoisers)
+        self._patches: list[_Patch] = []
+        self._seen_modules: set[str] = set()
+        self._modules_len = 0
+        self._pending = False  # a module seen half-executed waits for the next import to be looked at
+        self._state = _State()
+        self._global_hook: Any = None
+        self._local_hooks: list[Any] = []
+        self.outcome = ScriptOutcome()
+
+    # -- the run --------------------------------------------------------------------------------------------
+
+    def run(self) -> ScriptOutcome:
+        """Run the script to its end. Exceptions of the script are kept in the outcome, not raised; Ctrl-C and a
+        strict stop are kept too. Must be called inside the guard's context."""
+        saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
+        saved_import = builtins.__import__
+        self._drop_repo_modules()
+        self._seen_modules = set(sys.modules)
+        self._modules_len = len(sys.modules)
+        t0 = time.perf_counter()
+        try:
+            sys.argv = [str(self.script), *self.args]
+            sys.path.insert(0, str(self.script.parent))
+            os.chdir(self.repo)
+            builtins.__import__ = self._importing(saved_import)
+            self._global_hook = nn.modules.module.register_module_forward_pre_hook(self._first_forward)
+            try:
+                runpy.run_path(str(self.script), run_name="__main__")
+            except SystemExit as exc:
+                self.outcome.exit_code = _exit_code(exc.code)
+                if self.outcome.exit_code and not isinstance(exc.code, int):
+                    self.outcome.error = str(exc.code)
+            except BaseException as exc:
+                self._close_step((type(exc), exc, exc.__traceback__))
+                raise
+            self._close_step()
+        except GuardStop as exc:
+            self.outcome.stopped, self.outcome.exit_code = exc, 1
+        except KeyboardInterrupt:
+            self.outcome.interrupted, self.outcome.exit_code = True, 130
+        except Exception as exc:
+            self.outcome.exit_code = 1
+            self.outcome.error = f"{type(exc).__name__}: {exc}{_where(exc)}"
+        finally:
+            builtins.__import__ = saved_import
+            self._remove_hooks()
+            sys.argv, sys.path[:] = saved_argv, saved_path
+            os.chdir(saved_cwd)
+            self._drop_repo_modules()
+            self._record_phases(t0)
+        return self.outcome
+
+    def _drop_repo_modules(self) -> None:
+        """Forget the checkout's modules (and any module of the same top-level name from elsewhere), so each
+        run imports the code of its own checkout."""
+        tops = {p.name for p in self.repo.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+        tops |= {p.stem for p in self.repo.glob("*.py")}
+        for name in list(sys.modules):
+            mod = sys.modules.get(name)
+            if name.split(".", 1)[0] in tops or _under(getattr(mod, "__file__", None), self.repo):
+                sys.modules.pop(name, None)
+
+    def _remove_hooks(self) -> None:
+        if self._global_hook is not None:
+            self._global_hook.remove()
+            self._global_hook = None
+        for handle in self._local_hooks:
+            handle.remove()
+        self._local_hooks.clear()
+        for patch in reversed(self._patches):
+            setattr(patch.owner, patch.name, patch.original)
+        self._patches.clear()
+
+    def _record_phases(self, t0: float) -> None:
+        st = self._state
+        if st.first_step_t is not None and st.last_step_t is not None:
+            denoise = Phase(name="denoise", seconds=st.last_step_t - st.first_step_t)
+            self.guard.phases.insert(st.denoise_at, denoise)
+        starts = [t for t in (st.first_phase_t, st.first_step_t) if t is not None]
+        if starts:
+            self.guard.phases.insert(0, Phase(name="load", seconds=min(starts) - t0))
+
+    # -- imports: patch the named classes and functions as their modules load ---------------------------
+
+    def _importing(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def __import__(name: str, *args: Any, **kwargs: Any) -> Any:
+            module = original(name, *args, **kwargs)
+            if len(sys.modules) != self._modules_len or self._pending:
+                self._scan_new_modules()
+            return module
+
+        return __import__
+
+    def _scan_new_modules(self) -> None:
+        self._modules_len, self._pending = len(sys.modules), False
+        for name in list(sys.modules):
+            if name in self._seen_modules:
+                continue
+            mod = sys.modules.get(name)
+            if getattr(getattr(mod, "__spec__", None), "_initializing", False):
+                self._pending = True  # still executing (this import is nested in it): look again when done
+                continue
+            self._seen_modules.add(name)
+            namespace = getattr(mod, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for target in self._names.intersection(namespace):
+                obj = namespace[target]
+                if getattr(obj, "__module__", None) == name:
+                    self._patch(mod, target, obj)
+
+    def _patch(self, module: Any, name: str, obj: Any) -> None:
+        t = self.targets
+        if inspect.isclass(obj):
+            for dotted in [*t.step_methods, *t.schedule_methods, *(n for v in t.phases.values() for n in v)]:
+                cls_name, _, method = dotted.partition(".")
+                if cls_name != name or not method or not callable(obj.__dict__.get(method)):
+                    continue
+                original = obj.__dict__[method]
+                if isinstance(original, staticmethod | classmethod):
+                    continue
+                if dotted in t.step_methods:
+                    wrapped = self._wrap_step(original)
+                elif dotted in t.schedule_methods:
+                    wrapped = self._wrap_schedule(original)
+                else:
+                    wrapped = self._wrap_phase(original, t.phase_of(dotted) or "other", None)
+                self._patches.append(_Patch(obj, method, original))
+                setattr(obj, method, wrapped)
+            if name in {d.split(".", 1)[0] for d in t.step_methods}:
+                self._state.schedulers_seen = True
+        elif callable(obj):
+            phase = t.phase_of(name)
+            if phase is None and name not in t.outputs:
+                return
+            self._patches.append(_Patch(module, name, obj))
+            setattr(module, name, self._wrap_phase(obj, phase or "save", t.outputs.get(name)))
+
+    # -- wrappers -------------------------------------------------------------------------------------------
+
+    def _wrap_step(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def step(sched: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(sched, *args, **kwargs)
+            self._scheduler_stepped()
+            return result
+
+        return step
+
+    def _wrap_schedule(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def set_timesteps(sched: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(sched, *args, **kwargs)
+            with contextlib.suppress(Exception):  # a count we cannot read only costs the ETA
+                total = len(sched.timesteps)
+                self.guard.progress(0, total)
+                if self.on_total is not None:
+                    self.on_total(total)
+            return result
+
+        return set_timesteps
+
+    def _wrap_phase(self, original: Callable[..., Any], phase: str, output_arg: str | None) -> Callable[..., Any]:
+        signature = _signature(original)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._state.first_phase_t is None:
+                self._state.first_phase_t = time.perf_counter()
+            if self._state.step_cm is not None:  # a phase inside the loop belongs to the step
+                return original(*args, **kwargs)
+            with self.guard.phase(phase):
+                result = original(*args, **kwargs)
+            if output_arg is not None:
+                self._record_output(signature, output_arg, args, kwargs, result)
+            return result
+
+        return timed
+
+    def _record_output(self, signature: inspect.Signature | None, arg: str, args: Any, kwargs: Any, result: Any):
+        path: Any = None
+        if signature is not None:
+            with contextlib.suppress(TypeError):
+                path = signature.bind_partial(*args, **kwargs).arguments.get(arg)
+        if path is None and isinstance(result, str | os.PathLike):
+            path = result
+        if isinstance(path, str | os.PathLike):
+            written = Path(path) if Path(path).is_absolute() else Path(os.getcwd()) / path
+            self.guard.record_output(written)
+
+    # -- denoisers and steps --------------------------------------------------------------------------------
+
+    def _is_denoiser_class(self, module: nn.Module) -> bool:
+        return bool(self._denoiser_names & _class_names(module))
+
+    def _first_forward(self, module: nn.Module, args: Any) -> None:
+        """Global pre-hook: waits for a denoiser (by class, else records candidates for the size fallback)."""
+        st = self._state
+        if st.window is not None:
+            st.window.setdefault(id(module), module)
+        if st.denoisers or not self._is_denoiser_class(module):
+            return
+        self._adopt([module], found_by=f"class {type(module).__name__}")
+        self._remove_global_hook()
+        self._open_step()
+
+    def _adopt(self, found: list[nn.Module], found_by: str) -> None:
+        kind = type(found[0])
+        owner_name, siblings = _owner_of(found[0], lambda m: type(m) is kind or self._is_denoiser_class(m))
+        models = list(dict.fromkeys([*found, *(m for _, m in siblings)]))
+        names = {id(m): n for n, m in siblings}
+        if id(found[0]) not in names:
+            names[id(found[0])] = owner_name or "denoiser"
+        for model in models:
+            self.guard.attach_model(model, names.get(id(model), "denoiser"), denoiser=True)
+            self._local_hooks.append(model.register_forward_pre_hook(self._denoiser_forward, prepend=True))
+        self._state.denoisers = models
+        self.outcome.found_by = found_by
+
+    def _remove_global_hook(self) -> None:
+        if self._global_hook is not None:
+            self._global_hook.remove()
+            self._global_hook = None
+
+    def _denoiser_forward(self, module: nn.Module, args: Any) -> None:
+        if self._state.schedulers_seen and self._state.step_cm is None:
+            self._open_step()
+
+    def _open_step(self) -> None:
+        st = self._state
+        if not st.schedulers_seen or st.step_cm is not None:
+            return  # no scheduler known: the guard counts one forward as one step by itself
+        cm = self.guard.step(st.index)
+        cm.__enter__()
+        st.step_cm = cm
+        if st.first_step_t is None:
+            st.first_step_t = time.perf_counter()
+            st.denoise_at = len(self.guard.phases)
+
+    def _close_step(self, exc_info: Any = (None, None, None)) -> None:
+        st = self._state
+        cm, st.step_cm = st.step_cm, None
+        if cm is None:
+            return
+        st.index += 1
+        st.last_step_t = time.perf_counter()
+        cm.__exit__(*exc_info)  # may raise GuardStop (strict mode)
+
+    def _scheduler_stepped(self) -> None:
+        st = self._state
+        st.scheduler_calls += 1
+        if st.denoisers:
+            self._close_step()
+            return
+        # no denoiser class seen: measure the modules called during one whole scheduler step, take the largest
+        if st.window is None:
+            st.window = {}
+            return
+        candidates = [m for m in st.window.values() if isinstance(m, nn.Module)]
+        st.window = None
+        if not candidates:
+            return
+        largest = max(candidates, key=lambda m: sum(p.numel() for p in m.parameters()))
+        self._adopt([largest], found_by="size")
+        self._remove_global_hook()
+        st.index = st.scheduler_calls
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1
+
+
+@functools.lru_cache(maxsize=64)
+def _signature_cached(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return _signature_cached(fn)
+    except TypeError:  # unhashable callable
+        return None
+
+
+def _owner_of(
+    module: nn.Module, is_denoiser: Callable[[nn.Module], bool]
+) -> tuple[str, list[tuple[str, nn.Module]]]:
+    """The attribute name that holds ``module`` on an object up the call stack, and the denoisers held beside it
+    (``high_noise_model`` and ``low_noise_model``). Empty when no such object is found."""
+    frame = sys._getframe(1)
+    for _ in range(_OWNER_FRAMES * 3):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if owner is not None and owner is not module and not isinstance(owner, Guard | RepoRunner):
+            attrs = dict(getattr(owner, "__dict__", {}))
+            attrs.update(getattr(owner, "_modules", None) or {})
+            held = [(n, v) for n, v in attrs.items() if isinstance(v, nn.Module)]
+            name = next((n for n, v in held if v is module), None)
+            if name is not None:
+                siblings = [(n, v) for n, v in held if v is module or is_denoiser(v)]
+                return name, siblings
+        frame = frame.f_back
+    return "", []
