@@ -323,18 +323,21 @@ class WanT2V:
         return videos[0]
 '''
 
-FAST_LOAD = '''\
+FAST_LOAD = """\
         if convert_model_dtype:
             self.model.to(self.param_dtype)
         self.model.to(device)
-'''
-FP32_LOAD = '''\
+"""
+FP32_LOAD = """\
         self.model.to(torch.float32)  # keep full precision weights: bf16 drifted on long clips
         self.model.to(device)
-'''
-CPU_MODULE_LOAD = FP32_LOAD + """\
+"""
+CPU_MODULE_LOAD = (
+    FP32_LOAD
+    + """\
         self.model.text_embedding = _OnCpu(self.model.text_embedding)  # saves VRAM on 8 GB cards
 """
+)
 ON_CPU_CLASS = '''
 
 class _OnCpu(nn.Module):

@@ -227,5 +227,5 @@ def test_targets_files_merge_and_bad_ones_are_named(tmp_path: Path) -> None:
     assert {"WanModel", "MyDiT"} <= set(merged.denoisers) and "MyVAE.decode" in merged.phases["decode"]
     assert "Wan2_1_VAE.decode" in merged.phases["decode"]
     (tmp_path / "targets.toml").write_text('denoiser = ["MyDiT"]\n')
-    with pytest.raises(TargetsError, match="targets.toml: denoiser"):
+    with pytest.raises(TargetsError, match=r"targets\.toml: denoiser"):
         load_targets([tmp_path])

@@ -416,9 +416,7 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-def _owner_of(
-    module: nn.Module, is_denoiser: Callable[[nn.Module], bool]
-) -> tuple[str, list[tuple[str, nn.Module]]]:
+def _owner_of(module: nn.Module, is_denoiser: Callable[[nn.Module], bool]) -> tuple[str, list[tuple[str, nn.Module]]]:
     """The attribute name that holds ``module`` on an object up the call stack, and the denoisers held beside it
     (``high_noise_model`` and ``low_noise_model``). Empty when no such object is found."""
     frame = sys._getframe(1)
