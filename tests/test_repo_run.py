@@ -229,3 +229,46 @@ def test_targets_files_merge_and_bad_ones_are_named(tmp_path: Path) -> None:
     (tmp_path / "targets.toml").write_text('denoiser = ["MyDiT"]\n')
     with pytest.raises(TargetsError, match=r"targets\.toml: denoiser"):
         load_targets([tmp_path])
+
+
+# -- several processes ----------------------------------------------------------------------------------------
+
+DISTRIBUTED_JOB = """\
+import sys
+
+import torch.distributed as dist
+
+import pipe
+
+dist.init_process_group(backend="gloo")
+x = pipe.Pipeline().generate(int(sys.argv[1]))
+dist.all_reduce(x)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_merge_into_one_report(tmp_path: Path) -> None:
+    """Each rank guards itself; rank 0 merges the reports with rank tags and removes the parts."""
+    import shutil
+    import subprocess
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed beside this Python")
+    (tmp_path / "pipe.py").write_text(TWO_EXPERTS)
+    (tmp_path / "job.py").write_text(DISTRIBUTED_JOB)
+    report = tmp_path / "out" / "run.json"
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "wanrun", "generate", "--repo", str(tmp_path),
+         "--script", "job.py", "-q", "--report", str(report), "--", "4"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = load(report)
+    assert sorted({s.process_rank for s in merged.steps}) == [0, 1]
+    assert len(merged.steps) == 8 and merged.run.args["ranks_merged"] == [0, 1]
+    assert merged.run.args["world_size"] == 2
+    assert sorted(p.name for p in report.parent.iterdir()) == ["run.json"]
+    assert proc.stdout.count("steps in") == 1  # one summary, from rank 0

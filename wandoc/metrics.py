@@ -56,6 +56,7 @@ class StepMetrics(_M):
     gpu_util: float | None = None  # mean NVML utilisation over the step, percent
     power_w: float | None = None
     deep: bool = False  # per-op inspection ran in this step
+    process_rank: int = 0  # the process (torchrun rank) that ran it; 0 for a single process
     offload_hooks: bool = False  # accelerate-style offload hooks seen on modules (a chosen offload)
     top_h2d: list[ModuleVolume] = Field(default_factory=list)
     top_casts: list[ModuleVolume] = Field(default_factory=list)

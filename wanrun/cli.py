@@ -213,7 +213,7 @@ def _generate_repo(
     """``--repo``: the checkout's own script under the guards (see wanrun.repo_job)."""
     from wandoc import rulebook
     from wandoc.engine import RuleFileError
-    from wanrun.repo_job import RepoJob, RepoUsageError, run_repo_job
+    from wanrun.repo_job import RepoJob, RepoUsageError, rank_info, run_repo_job
     from wanrun.targets import TargetsError, load_targets
 
     if deep_every is not None and deep_every < 0:
@@ -229,8 +229,21 @@ def _generate_repo(
         code, final, stop = run_repo_job(job, console)
     except RepoUsageError as exc:
         _bail(str(exc))
+    rank, world = rank_info()
+    if world > 1 and report is not None:  # torchrun: rank 0 writes one report for all ranks
+        from wanrun.ranks import gather
+
+        try:
+            merged = gather(final, report, rank, world)
+        except OSError as exc:
+            _bail(f"cannot write the report {report}: {exc}")
+        if merged is None:
+            raise typer.Exit(code)
+        final = merged
     if final.summary.error:
         _err(f"{script} failed: {final.summary.error}")
+    if rank != 0:
+        raise typer.Exit(code)
     _finish(console, final, code, stop, report=report, quiet=quiet, fail_on=fail_on)
 
 

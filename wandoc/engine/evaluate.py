@@ -22,6 +22,7 @@ class Finding(BaseModel):
     area: str = ""
     step: int | None = None  # runtime findings: the first step where it fired
     module: str | None = None  # runtime findings: dotted module path
+    process_rank: int | None = None  # runtime findings of a multi-process run: the rank that saw it
 
     @property
     def rank(self) -> int:
