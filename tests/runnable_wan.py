@@ -233,7 +233,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-CHUNK = 4
+CHUNKS = 32  # query chunks per call
 
 
 def _mask(q_lens, k_lens, lq, lk, device):
@@ -246,17 +246,16 @@ def _mask(q_lens, k_lens, lq, lk, device):
 def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None,
                     causal=False, window_size=(-1, -1), deterministic=False, dtype=torch.bfloat16, version=None):
     b, lq, lk = q.size(0), q.size(1), k.size(1)
-    if q_lens is None:
-        q_lens = torch.tensor([lq] * b, dtype=torch.int32)
-    if k_lens is None:
-        k_lens = torch.tensor([lk] * b, dtype=torch.int32)
+    q_lens = torch.tensor([lq] * b, dtype=torch.int32, device=q.device) if q_lens is None else q_lens.to(q.device)
+    k_lens = torch.tensor([lk] * b, dtype=torch.int32, device=q.device) if k_lens is None else k_lens.to(q.device)
     mask = _mask(q_lens, k_lens, lq, lk, q.device)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     outs = []
     with sdpa_kernel([SDPBackend.MATH]):
-        for start in range(0, lq, CHUNK):
-            outs.append(F.scaled_dot_product_attention(q[:, :, start:start + CHUNK], k, v,
-                                                       attn_mask=mask[:, :, start:start + CHUNK]))
+        chunk = max(1, -(-lq // CHUNKS))
+        for start in range(0, lq, chunk):
+            outs.append(F.scaled_dot_product_attention(q[:, :, start:start + chunk], k, v,
+                                                       attn_mask=mask[:, :, start:start + chunk]))
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
 '''
 
@@ -385,8 +384,13 @@ def _official_files(wheel: Path) -> dict[str, str]:
         }
 
 
-def save_tiny_checkpoint(model_file: Path, dest: Path, config: dict | None = None) -> Path:
-    """A random tiny ``WanModel`` saved as a diffusers checkpoint (config.json + safetensors), seeded."""
+# checkpoint shapes, matching the tasks of CONFIGS_PY (text_dim is fixed at 4096 by the official config)
+TINY_MODEL = dict(dim=64, ffn_dim=128, freq_dim=32, text_len=16, num_heads=2, num_layers=2)
+WAN_1_3B_MODEL = dict(dim=1536, ffn_dim=8960, freq_dim=256, text_len=512, num_heads=12, num_layers=30)
+
+
+def save_checkpoint(model_file: Path, dest: Path, config: dict, dtype: str = "float32") -> Path:
+    """A random ``WanModel`` saved as a diffusers checkpoint (config.json + safetensors), seeded."""
     import importlib.util
     import sys
 
@@ -401,15 +405,14 @@ def save_tiny_checkpoint(model_file: Path, dest: Path, config: dict | None = Non
         sys.modules[name] = module
         spec.loader.exec_module(module)
     model_mod = __import__(f"{name}.model", fromlist=["WanModel"])
-    cfg = config or dict(dim=64, ffn_dim=128, freq_dim=32, text_len=16, num_heads=2, num_layers=2)
     torch.manual_seed(0)
-    model = model_mod.WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, out_dim=16, **cfg)
-    model.save_pretrained(dest, safe_serialization=True)
+    model = model_mod.WanModel(model_type="t2v", patch_size=(1, 2, 2), in_dim=16, out_dim=16, **config)
+    model.to(getattr(torch, dtype)).save_pretrained(dest, safe_serialization=True)
     return dest
 
 
-def make_runnable_repo(wheel: Path, tmp: Path) -> RunnableRepo:
-    """Build the checkout, its history and its checkpoint under ``tmp``."""
+def make_runnable_repo(wheel: Path, tmp: Path, model: dict | None = None, dtype: str = "float32") -> RunnableRepo:
+    """Build the checkout, its history and its checkpoint (``TINY_MODEL`` unless told) under ``tmp``."""
     root = tmp / "Wan2.2"
     official = _official_files(wheel)
     files = {
@@ -439,11 +442,11 @@ def make_runnable_repo(wheel: Path, tmp: Path) -> RunnableRepo:
     write_files(root, {"wan/text2video.py": _t2v(CPU_MODULE_LOAD, ON_CPU_CLASS)})
     cpu_module = commit_all(root, "Keep the text embedding on the CPU to save VRAM")
 
-    ckpt = tmp / "Wan2.2-T2V-tiny"
+    ckpt = tmp / ("Wan2.2-T2V-tiny" if model is None else "Wan2.2-T2V-1.3B-shaped")
     model_pkg = tmp / "_model_pkg"
     model_pkg.mkdir(exist_ok=True)
     (model_pkg / "__init__.py").write_text("")
     (model_pkg / "model.py").write_text(official["wan/modules/model.py"], encoding="utf-8")
     (model_pkg / "attention.py").write_text(FAST_ATTENTION_PY, encoding="utf-8")
-    save_tiny_checkpoint(model_pkg / "model.py", ckpt)
+    save_checkpoint(model_pkg / "model.py", ckpt, model or TINY_MODEL, dtype)
     return RunnableRepo(root, ckpt, fast, docs, slow_attention, fp32, cpu_module)
