@@ -65,11 +65,16 @@ def run_repo_job(job: RepoJob, console: Console) -> tuple[int, Report, Finding |
     if job.doctor and not job.quiet and rank == 0:
         _show_doctor(console, verdict.findings, verdict.rules_evaluated)
 
+    import torch
+
     from wanrun.guard import Guard, resolve_device
     from wanrun.live import LiveView
     from wanrun.repo_run import RepoRunner
 
     device = resolve_device(job.device)
+    if job.device == "auto" and device.type == "cuda" and world > 1:  # torchrun: each rank drives its own GPU
+        local = os.environ.get("LOCAL_RANK", "0")
+        device = torch.device("cuda", int(local) if local.isdigit() else 0)
     run = RunInfo(
         pipeline="repo",
         args={"repo": str(repo), "script": job.script, "argv": job.args, "rank": rank, "world_size": world},
