@@ -23,6 +23,7 @@ from wandoc.facts import (
     GitFacts,
     NvmlFacts,
     PackagesFacts,
+    ParallelFacts,
     PlatformFacts,
     RepoFacts,
     SystemFacts,
@@ -70,6 +71,7 @@ def _ckpt_dir(req: Request, repo: RepoFacts) -> Path | None:
 def collect(req: Request) -> Facts:
     from wandoc.estimate import estimate
     from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
+    from wandoc.probes.parallel import probe_parallel
 
     errors: list[str] = []
     env = req.environ
@@ -117,6 +119,7 @@ def collect(req: Request) -> Facts:
             git=f_git.result(),
         )
     facts.estimate = _safe("estimate", errors, lambda: estimate(facts.repo, facts.checkpoints), Estimate)
+    facts.parallel = _safe("parallel", errors, lambda: probe_parallel(env, facts.repo, facts.nvml), ParallelFacts)
     facts.probe_errors = errors
     return facts
 
@@ -151,6 +154,11 @@ def coverage(facts: Facts) -> tuple[list[str], list[str]]:
         unseen.append(f"checkpoints ({facts.checkpoints.error or 'none found'})")
     else:
         unseen.append("checkpoints (use --ckpt-dir)")
+    if facts.parallel.world_size is not None:
+        seen.append(f"world size {facts.parallel.world_size} ({facts.parallel.world_size_from})")
+    elif facts.parallel.requested:
+        why = facts.parallel.error or "WORLD_SIZE is not set: run the doctor under torchrun, or export WORLD_SIZE=N"
+        unseen.append(f"the number of processes for the multi-GPU arguments ({why})")
     if facts.git.compare_ref and not facts.git.compare_error:
         seen.append(f"differences against {facts.git.compare_ref}")
     unseen.extend(f"probe failed: {e}" for e in facts.probe_errors)

@@ -346,6 +346,29 @@ class Estimate(_Facts):
     note: str = ""
 
 
+class ParallelFacts(_Facts):
+    """How the run splits over GPUs: the processes torchrun starts and Wan's multi-GPU arguments."""
+
+    # processes in the run, from WORLD_SIZE; None when it is unset (the doctor is not under torchrun: unknown,
+    # not 1) or unreadable
+    world_size: int | None = None
+    world_size_from: str = ""  # "torchrun" (its WORLD_SIZE), "WORLD_SIZE" (exported by hand), "" when unknown
+    local_world_size: int | None = None  # processes on this machine: one per GPU it needs
+    local_world_size_from: str = ""  # "LOCAL_WORLD_SIZE", or "WORLD_SIZE, one machine"
+    ulysses_size: int | None = None  # --ulysses_size the run gets; None when generate.py has none or is unknown
+    ring_size: int | None = None  # --ring_size (Wan2.1 only); None where generate.py has no such argument
+    sp_size: int | None = None  # ulysses_size x ring_size: the processes sequence parallel spreads over
+    dit_fsdp: bool = False
+    t5_fsdp: bool = False
+    requested: bool = False  # sequence parallel above 1, --dit_fsdp or --t5_fsdp: the run needs torchrun
+    task: str = ""
+    heads: int | None = None  # attention heads of the task's DiT; None for a task nobody knows
+    heads_from: str = ""  # "official config of t2v-14B", "model size 14B in the task name"
+    ulysses_choices: list[int] = Field(default_factory=list)  # sizes the heads allow, up to the visible GPUs
+    visible_gpus: int | None = None  # GPUs the run can see after CUDA_VISIBLE_DEVICES; None without NVML
+    error: str | None = None  # "WORLD_SIZE='eight' is not a whole number: ..."
+
+
 class Facts(_Facts):
     schema_: str = Field(default=FACTS_SCHEMA, alias="schema")
     collected_at: str = ""
@@ -360,6 +383,7 @@ class Facts(_Facts):
     checkpoints: CheckpointFacts = Field(default_factory=CheckpointFacts)
     git: GitFacts = Field(default_factory=GitFacts)
     estimate: Estimate = Field(default_factory=Estimate)
+    parallel: ParallelFacts = Field(default_factory=ParallelFacts)
     probe_errors: list[str] = Field(default_factory=list)  # a probe that crashed anyway: "gpu: ..."
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
