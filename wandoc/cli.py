@@ -6,6 +6,7 @@ reason and no traceback.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from enum import StrEnum
@@ -25,6 +26,7 @@ app = typer.Typer(
         "  wandoc check --repo ~/Wan2.2 -- --task t2v-A14B --ckpt_dir ./Wan2.2-T2V-A14B\n"
         "  wandoc check --repo . --compare well  # differences the run executes\n"
         "  wandoc facts > facts.json             # share; replay: wandoc check --facts facts.json\n"
+        "  wandoc bisect --good well --bad main --steps 4 -- ARGS   # the commit that made the run slow\n"
         "  wandoc rules new CODE-MY-REGRESSION   # a rule for a regression you found"
     ),
     no_args_is_help=True,
@@ -41,6 +43,8 @@ _generate_args: list[str] = []  # what followed "--" on the command line: the ru
 class Format(StrEnum):
     text = "text"
     json = "json"
+    markdown = "markdown"
+    html = "html"
 
 
 class FailOn(StrEnum):
@@ -75,7 +79,7 @@ def _rules(extra: list[Path] | None, disabled: list[str]):
     from wandoc.engine import RuleFileError
 
     try:
-        return rulebook.load(extra or [], disabled)
+        return rulebook.load(extra or [], disabled, cache_dir=_settings().rule_cache_dir())
     except RuleFileError as exc:
         fail(str(exc))
 
@@ -117,6 +121,10 @@ def _check_user_input(facts, req) -> None:
     """Problems with what the user named (not with the machine) end the command with exit 2."""
     if req.repo is not None and not facts.repo.found:
         fail(f"--repo {req.repo}: {facts.repo.error or 'not a checkout'}")
+    if req.script != "generate.py":  # named by the user; a checkout without the default one is a fact instead
+        where = Path(facts.repo.path) if facts.repo.found else (req.repo or Path.cwd())
+        if not (where / req.script).is_file():
+            fail(f"--script {req.script}: no such file in {where}")
     if req.compare:
         if not facts.git.available:
             fail(f"--compare needs git, which was not found ({facts.git.error or 'not on PATH'})")
@@ -136,7 +144,10 @@ def check(
     facts_file: Annotated[
         Path | None, typer.Option("--facts", help="Judge recorded facts (from `wandoc facts`) instead of this machine.")
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="text for people, json for scripts.")] = Format.text,
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", help="text for people, json for scripts, markdown for an issue, html for a page."),
+    ] = Format.text,
     fail_on: Annotated[
         FailOn | None, typer.Option("--fail-on", help="Exit 1 when a finding reaches this severity.")
     ] = None,
@@ -149,6 +160,10 @@ def check(
 
     Put the arguments you will give generate.py after `--`, and the doctor judges that exact run
     (e.g. the effective value of --offload_model).
+
+    Nothing of your checkout or environment is changed. The only file written is a cache of parsed rule
+    files in your user cache folder ($XDG_CACHE_HOME/wandoc or ~/.cache/wandoc; %LOCALAPPDATA%\\wandoc\\Cache
+    on Windows); move it with WANDOC_CACHE_DIR, turn it off with WANDOC_CACHE=0.
     """
     from rich.console import Console
 
@@ -188,6 +203,14 @@ def check(
             "summary": {"checked": seen, "not_checked": unseen, "shell": chosen_shell, "fail_on": level},
         }
         typer.echo(json.dumps(out, indent=2, default=str))
+    elif fmt in (Format.markdown, Format.html):  # renderers imported here: text and json runs never load them
+        if fmt is Format.html:
+            from wandoc.render.html import render_check_html as render_page
+        else:
+            from wandoc.render.markdown import render_check_markdown as render_page
+        page = render_page(findings, facts=facts, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
+                           shell=chosen_shell)  # fmt: skip
+        typer.echo(page, nl=False)
     else:
         print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source)
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
@@ -208,6 +231,72 @@ def facts(
     result = collect(req)
     _check_user_input(result, req)
     typer.echo(json.dumps(result.as_tree(), indent=2, default=str))
+
+
+@app.command("bisect", context_settings={"help_option_names": ["-h", "--help"]})
+def bisect_cmd(
+    good: Annotated[str, typer.Option("--good", metavar="REF", help="A commit or branch where the run was fast.")],
+    bad: Annotated[str, typer.Option("--bad", metavar="REF", help="A later one where it is slow.")],
+    repo: RepoOpt = None,
+    script: ScriptOpt = "generate.py",
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Sampling steps of each test run (sets the run's --sample_steps).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", help="A per-step median this many times the good ref's is bad (default 1.10)."),
+    ] = None,
+) -> None:
+    """Find the commit that made the run slow: git bisect, each commit judged by a short guarded run.
+
+    Everything runs in a temporary git worktree: your checkout, branch, index and stash are left alone, and
+    uncommitted changes are not part of the search. Each commit runs `wanrun generate --repo` with the
+    arguments after `--`, and `wanrun compare` against the good ref's run calls it bad (slower per step, or
+    findings the good ref lacks); a commit whose run does not start is skipped.
+
+    \b
+    Exit codes: 0 found; 1 no answer (the bad ref is not slower, the good ref does not run, skips hide it);
+    2 bad input; 130 interrupted.
+    Example:
+      wandoc bisect --good well --bad main --steps 4 -- --task ti2v-5B --ckpt_dir ./Wan2.2-TI2V-5B
+    """
+    import shlex
+
+    from wandoc.bisect import BisectError, BisectStop, bisect, check_range
+    from wandoc.judge import RunJudge
+    from wandoc.render.bisect import header, result_lines, step_end, step_start
+    from wandoc.rule_from_commit import suggested_id
+
+    if steps is not None and steps < 1:
+        fail("--steps: must be 1 or more")
+    if threshold is not None and threshold < 1.0:
+        fail("--threshold: must be 1.0 or more")
+    repo = repo or _settings().repo
+    try:
+        rng = check_range(repo, good, bad, script)
+    except BisectError as exc:
+        fail(str(exc))
+    for line in header(rng):
+        typer.echo(line)
+    open_line = [False]  # a progress line waits for its verdict
+
+    def show(step) -> None:
+        open_line[0] = step.judgement is None
+        typer.echo(step_start(step) if open_line[0] else step_end(step), nl=not open_line[0])
+
+    judge = RunJudge(rng.checkout, _generate_args, script, steps, threshold)
+    try:
+        result = bisect(rng, judge, show, script, _generate_args)
+    except (BisectError, BisectStop, KeyboardInterrupt) as exc:
+        if open_line[0]:
+            typer.echo()
+        if isinstance(exc, KeyboardInterrupt):
+            fail("interrupted; the temporary worktree was removed", 130)
+        fail(str(exc), 2 if isinstance(exc, BisectError) else 1)
+    rule_id = suggested_id(result.first_bad) if result.first_bad else "CODE-SLOW-REGRESSION"
+    for line in result_lines(result, rule_id, f" --repo {shlex.quote(str(repo))}" if repo else ""):
+        typer.echo(line)
+    raise typer.Exit(0 if result.first_bad else 1)
 
 
 @rules_app.command("list")
@@ -328,8 +417,23 @@ gpus = [{{ index = 0, name = "NVIDIA GeForce RTX 3090", memory_free_bytes = 2000
 def rules_new(
     rule_id: Annotated[str, typer.Argument(metavar="ID", help="AREA-NAME in capitals, e.g. CODE-MY-REGRESSION.")],
     directory: Annotated[Path, typer.Option("--dir", help="Where to write ID.toml.")] = Path("."),
+    from_commit: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="COMMIT",
+            help="Build the condition and examples from what this commit changed on the run's path against its "
+            "parent (e.g. the commit `wandoc bisect` found).",
+        ),
+    ] = None,
+    repo: RepoOpt = None,
+    script: ScriptOpt = "generate.py",
 ) -> None:
-    """Write a commented rule template with example slots, ready for `wandoc rules test`."""
+    """Write a commented rule template with example slots, ready for `wandoc rules test`.
+
+    With --from COMMIT the rule is written from that commit's evidence instead: its condition tests what the
+    commit changed (a site kind on the run's path, a default), its examples are the commit's and its parent's facts.
+    """
     import re
 
     from wandoc.engine.rules import parse_rule_text
@@ -342,6 +446,18 @@ def rules_new(
     path = directory / f"{rule_id}.toml"
     if path.exists():
         fail(f"{path} exists; not overwriting it")
+    if from_commit is not None:
+        from wandoc.rule_from_commit import ChangeError, rule_from_commit
+
+        try:
+            text, change = rule_from_commit(rule_id, path, from_commit, repo or _settings().repo, script)
+        except ChangeError as exc:
+            fail(f"--from {from_commit}: {exc}")
+        path.write_text(text, encoding="utf-8")
+        n = len(change.conditions)
+        typer.echo(f"wrote {path} from commit {change.info.short} ({n} condition{'s' * (n != 1)}, examples pass)")
+        typer.echo(f"adjust its wording, then: wandoc rules test {path}")
+        return
     text = RULE_TEMPLATE.format(id=rule_id, path=path)
     parse_rule_text(text, str(path))  # the template itself must load
     path.write_text(text, encoding="utf-8")
@@ -372,7 +488,15 @@ def main(argv: list[str] | None = None) -> None:
         args = args[:i]
     else:
         _generate_args.clear()
-    app(args=args, prog_name="wandoc")
+    # A command lives under a second and frees what it builds by reference counting; the cycle collector would
+    # only walk the imported modules again and again (a fifth of `wandoc check`). Long work runs in child processes.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        app(args=args, prog_name="wandoc")
+    finally:
+        if collecting:
+            gc.enable()
 
 
 if __name__ == "__main__":

@@ -23,114 +23,152 @@ class _M(BaseModel):
 class ModuleVolume(_M):
     """Bytes or ops attributed to one module (dotted path, e.g. ``blocks.7.ffn.0``)."""
 
-    module: str
-    bytes: int = 0
-    count: int = 0
+    module: str = Field(description="Dotted module path, e.g. blocks.7.ffn.0.")
+    bytes: int = Field(
+        0, description="Bytes charged to the module in the step: copied, cast, or written by its CPU ops."
+    )
+    count: int = Field(0, description="Operations charged to the module in the step: copies, casts, CPU ops or syncs.")
 
 
 class StepMetrics(_M):
-    index: int = 0
-    seconds: float = 0.0
-    forwards: int = 0  # denoiser forwards in this step (2 with classifier-free guidance)
-    h2d_bytes: int = 0
-    d2h_bytes: int = 0
-    copies: int = 0  # host<->device copies, both directions
-    h2d_copies: int = 0
-    d2h_copies: int = 0
-    pageable_copy_bytes: int = 0  # host side not pinned
-    blocking_copies: int = 0
-    weight_h2d_bytes: int = 0  # H2D copies of module parameters/buffers (offload traffic)
-    cast_bytes: int = 0  # all dtype casts (output bytes)
-    cast_count: int = 0
-    repeated_cast_bytes: int = 0  # casts of a tensor already cast in an earlier step (weights)
-    repeated_casts: int = 0
-    activation_cast_bytes: int = 0  # casts of fresh tensors
-    cpu_ops: int = 0  # heavy ops (matmul, conv, attention) run on CPU tensors while a GPU is expected
-    cpu_flops: float = 0.0
-    cpu_resident: list[str] = Field(default_factory=list)  # modules with parameters on the CPU at step time
-    cpu_resident_bytes: int = 0
-    syncs: int = 0  # .item(), .cpu(), nonzero and friends
-    vram_peak_bytes: int = 0  # torch allocator peak in this step
-    vram_used_bytes: int = 0  # NVML, this process
-    vram_total_bytes: int = 0
-    gpu_util: float | None = None  # mean NVML utilisation over the step, percent
-    power_w: float | None = None
-    deep: bool = False  # per-op inspection ran in this step
-    process_rank: int = 0  # the process (torchrun rank) that ran it; 0 for a single process
-    offload_hooks: bool = False  # accelerate-style offload hooks seen on modules (a chosen offload)
-    top_h2d: list[ModuleVolume] = Field(default_factory=list)
-    top_casts: list[ModuleVolume] = Field(default_factory=list)
-    top_cpu: list[ModuleVolume] = Field(default_factory=list)
-    top_syncs: list[ModuleVolume] = Field(default_factory=list)
+    index: int = Field(0, description="Step number, from 0.")
+    seconds: float = Field(0.0, description="Wall time of the step, in seconds.")
+    forwards: int = Field(0, description="Denoiser forwards in this step (2 with classifier-free guidance).")
+    h2d_bytes: int = Field(0, description="Bytes copied host to device (measured in inspected steps only).")
+    d2h_bytes: int = Field(0, description="Bytes copied device to host (measured in inspected steps only).")
+    copies: int = Field(0, description="Host-device copies, both directions.")
+    h2d_copies: int = Field(0, description="Host-to-device copies.")
+    d2h_copies: int = Field(0, description="Device-to-host copies.")
+    pageable_copy_bytes: int = Field(0, description="Copied bytes whose host side is not pinned.")
+    blocking_copies: int = Field(0, description="Copies the host waited for.")
+    weight_h2d_bytes: int = Field(
+        0, description="Host-to-device bytes of module parameters and buffers (offload traffic)."
+    )
+    cast_bytes: int = Field(0, description="Output bytes of all dtype casts.")
+    cast_count: int = Field(0, description="Dtype casts.")
+    repeated_cast_bytes: int = Field(
+        0, description="Bytes of casts of a tensor already cast in an earlier step (weights cast again)."
+    )
+    repeated_casts: int = Field(0, description="Casts of a tensor already cast in an earlier step.")
+    activation_cast_bytes: int = Field(0, description="Bytes of casts of fresh tensors (activations).")
+    cpu_ops: int = Field(
+        0, description="Heavy ops (matmul, conv, attention) run on CPU tensors while a GPU is expected."
+    )
+    cpu_flops: float = Field(0.0, description="Floating-point operations of those CPU ops.")
+    cpu_resident: list[str] = Field(
+        default_factory=list, description="Modules with parameters on the CPU at step time."
+    )
+    cpu_resident_bytes: int = Field(0, description="Bytes of parameters on the CPU at step time.")
+    syncs: int = Field(
+        0, description="Times the host waited for the GPU: .item(), .cpu(), nonzero and friends, blocking reads."
+    )
+    vram_peak_bytes: int = Field(0, description="Torch allocator peak in this step (0: not read).")
+    vram_used_bytes: int = Field(0, description="VRAM this process holds, from NVML (0: not read).")
+    vram_total_bytes: int = Field(0, description="Dedicated VRAM of the GPU, from NVML.")
+    gpu_util: float | None = Field(None, description="Mean NVML utilisation over the step, percent (null: not read).")
+    power_w: float | None = Field(None, description="Mean power draw over the step, watts (null: not read).")
+    deep: bool = Field(
+        False, description="Per-op inspection ran in this step: copy, cast, sync and CPU-op figures exist only then."
+    )
+    process_rank: int = Field(0, description="The process (torchrun rank) that ran it; 0 for a single process.")
+    offload_hooks: bool = Field(False, description="Accelerate-style offload hooks seen on modules (a chosen offload).")
+    top_h2d: list[ModuleVolume] = Field(
+        default_factory=list, description="Modules that copied the most bytes host to device in this step."
+    )
+    top_casts: list[ModuleVolume] = Field(
+        default_factory=list, description="Modules whose weights were cast the most in this step, in bytes."
+    )
+    top_cpu: list[ModuleVolume] = Field(
+        default_factory=list, description="Modules that ran the most heavy ops on the CPU in this step."
+    )
+    top_syncs: list[ModuleVolume] = Field(
+        default_factory=list, description="Modules that made the host wait for the GPU the most in this step."
+    )
 
 
 class RunInfo(_M):
     """Facts about the run that runtime rules compare step metrics against."""
 
-    device: str = ""  # "cuda", "cuda:0", "cpu"
-    expects_gpu: bool = False
-    gpu_name: str = ""
-    vram_total_bytes: int = 0
-    power_limit_w: float = 0.0
-    platform_os: str = ""
-    pipeline: str = ""  # "builtin", "repo"
-    denoiser: str = ""  # class name of the model judged
-    model_weight_bytes: int = 0  # parameters + buffers of the denoiser(s)
-    model_param_dtype: str = ""
-    autocast_dtype: str = ""
-    steps_total: int = 0
-    size: str = ""
-    frames: int = 0
-    tokens: int = 0
-    args: dict[str, Any] = Field(default_factory=dict)
-    torch_version: str = ""
+    device: str = Field("", description="Device of the run: cuda, cuda:0, cpu.")
+    expects_gpu: bool = Field(False, description="A GPU run: heavy ops on the CPU are findings.")
+    gpu_name: str = Field("", description="Name of the run's GPU.")
+    vram_total_bytes: int = Field(0, description="Dedicated VRAM of the run's GPU.")
+    power_limit_w: float = Field(0.0, description="Power limit of the run's GPU, watts.")
+    platform_os: str = Field("", description="Operating system: Linux, Windows, Darwin.")
+    pipeline: str = Field("", description="builtin (the built-in Wan-style pipeline) or repo (a user's checkout).")
+    denoiser: str = Field("", description="Class name of the model judged.")
+    model_weight_bytes: int = Field(0, description="Parameters and buffers of the denoiser(s), in bytes.")
+    model_param_dtype: str = Field("", description="Dtype of the denoiser's parameters.")
+    autocast_dtype: str = Field("", description="Autocast dtype; empty when autocast is off.")
+    steps_total: int = Field(0, description="Steps the run was asked for.")
+    size: str = Field("", description="Frame size, WIDTHxHEIGHT.")
+    frames: int = Field(0, description="Frames generated.")
+    tokens: int = Field(0, description="Tokens per denoiser forward.")
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The run's options (built-in pipeline) or the checkout, script and argv (--repo).",
+    )
+    torch_version: str = Field("", description="Version of torch the run used.")
 
 
 class StepHistory(_M):
     """Steps before the current one, summarised, so a rule can see a trend."""
 
-    count: int = 0
-    median_seconds: float = 0.0
-    first_seconds: float = 0.0
-    max_vram_used_bytes: int = 0
+    count: int = Field(0, description="Steps before the current one.")
+    median_seconds: float = Field(0.0, description="Their median wall time, in seconds.")
+    first_seconds: float = Field(0.0, description="Wall time of step 0, in seconds.")
+    max_vram_used_bytes: int = Field(0, description="Most VRAM the process held in those steps (NVML).")
 
 
 class Phase(_M):
-    name: Literal["load", "encode", "denoise", "decode", "save", "other"]
-    seconds: float = 0.0
-    label: str = ""
+    name: Literal["load", "encode", "denoise", "decode", "save", "other"] = Field(
+        description="What the phase was: load, encode, denoise, decode, save, other."
+    )
+    seconds: float = Field(0.0, description="Wall time of the phase, in seconds.")
+    label: str = Field("", description="The name given to a phase of another kind (name is then other).")
 
 
 class Summary(_M):
-    steps: int = 0
-    seconds_total: float = 0.0
-    median_step_seconds: float = 0.0
-    deep_steps: list[int] = Field(default_factory=list)
-    h2d_bytes_total: int = 0
-    d2h_bytes_total: int = 0
-    cast_bytes_total: int = 0
-    repeated_cast_bytes_total: int = 0
-    cpu_ops_total: int = 0
-    syncs_total: int = 0
-    vram_peak_bytes: int = 0
-    gpu_util_mean: float | None = None
-    phases: dict[str, float] = Field(default_factory=dict)
-    checked: list[str] = Field(default_factory=list)  # what the guards could see
-    not_checked: list[str] = Field(default_factory=list)  # and what they could not (no NVML, CPU run, ...)
-    output: str | None = None
-    output_bytes: int = 0
-    error: str | None = None
-    interrupted: bool = False
+    steps: int = Field(0, description="Steps that ran.")
+    seconds_total: float = Field(0.0, description="Wall time of the whole run, in seconds.")
+    median_step_seconds: float = Field(0.0, description="Median wall time of a step, in seconds.")
+    deep_steps: list[int] = Field(default_factory=list, description="Steps inspected op by op.")
+    h2d_bytes_total: int = Field(0, description="Host-to-device bytes over the inspected steps.")
+    d2h_bytes_total: int = Field(0, description="Device-to-host bytes over the inspected steps.")
+    cast_bytes_total: int = Field(0, description="Cast bytes over the inspected steps.")
+    repeated_cast_bytes_total: int = Field(0, description="Repeated cast bytes over the inspected steps.")
+    cpu_ops_total: int = Field(0, description="Heavy CPU ops over the inspected steps.")
+    syncs_total: int = Field(0, description="Syncs over the inspected steps.")
+    vram_peak_bytes: int = Field(0, description="Torch allocator peak over the run.")
+    gpu_util_mean: float | None = Field(
+        None, description="Mean NVML utilisation over the steps, percent (null: not read)."
+    )
+    phases: dict[str, float] = Field(default_factory=dict, description="Seconds per phase name.")
+    checked: list[str] = Field(default_factory=list, description="What the guards could see.")
+    not_checked: list[str] = Field(
+        default_factory=list,
+        description="What they could not (no NVML, a CPU run, steps not inspected): a clean report never overclaims.",
+    )
+    output: str | None = Field(None, description="The video file written, if any.")
+    output_bytes: int = Field(0, description="Its size, in bytes.")
+    error: str | None = Field(None, description="Why the generation failed (exit 3); null when it did not.")
+    interrupted: bool = Field(
+        False, description="The run stopped early (Ctrl-C or --strict): the report covers the steps that ran."
+    )
 
 
 class Report(_M):
-    schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
-    run: RunInfo = Field(default_factory=RunInfo)
-    phases: list[Phase] = Field(default_factory=list)
-    steps: list[StepMetrics] = Field(default_factory=list)
-    findings: list[Finding] = Field(default_factory=list)
-    doctor: list[Finding] = Field(default_factory=list)  # the pre-launch findings, when the doctor ran
-    summary: Summary = Field(default_factory=Summary)
+    schema_: str = Field(default=REPORT_SCHEMA, alias="schema", description="Always wanrun.report/1.")
+    run: RunInfo = Field(default_factory=RunInfo, description="What ran, where.")
+    phases: list[Phase] = Field(default_factory=list, description="Phases in the order they ran.")
+    steps: list[StepMetrics] = Field(default_factory=list, description="One entry per denoising step.")
+    findings: list[Finding] = Field(
+        default_factory=list, description="Runtime findings, each with the step where it first fired and the module."
+    )
+    doctor: list[Finding] = Field(
+        default_factory=list, description="The pre-launch findings, when the doctor ran (wanrun generate --repo)."
+    )
+    summary: Summary = Field(default_factory=Summary, description="Totals, medians and what was and was not checked.")
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 

@@ -1,7 +1,8 @@
 """Where rules come from and what they read: the shipped rule files, the user's own, and each scope's schema.
 
 The one place that ties the engine to the product's data models, so the CLI, the guards and the tests all
-load and test rules the same way.
+load and test rules the same way. Loading needs neither the facts nor the step metrics models; those are
+imported by the functions that test rules, so ``wandoc check`` does not build models it never uses.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from wandoc.engine import Rule, RuleTestResult, load_rules, run_examples
-from wandoc.facts import Facts
-from wandoc.metrics import RUN_ROOTS, STEP_ROOTS, RunInfo, StepHistory, StepMetrics, Summary
+from wandoc.engine.cache import RuleCache
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 def shipped_rules_dir() -> Path:
@@ -30,12 +31,18 @@ def rule_dirs(extra: Iterable[Path] = (), *, shipped: bool = True) -> list[Path]
     return ([shipped_rules_dir()] if shipped else []) + [Path(p) for p in extra]
 
 
-def load(extra: Iterable[Path] = (), disabled: Iterable[str] = ()) -> list[Rule]:
-    return load_rules(rule_dirs(extra), disabled)
+def load(extra: Iterable[Path] = (), disabled: Iterable[str] = (), cache_dir: Path | None = None) -> list[Rule]:
+    """The shipped rules and the user's; with ``cache_dir``, files parsed on an earlier run skip the TOML parser
+    (see ``wandoc.engine.cache``: the cached tables are validated like any rule file)."""
+    return load_rules(rule_dirs(extra), disabled, RuleCache(cache_dir) if cache_dir is not None else None)
 
 
 @cache
 def facts_roots() -> dict[str, type[BaseModel] | None]:
+    from pydantic import BaseModel
+
+    from wandoc.facts import Facts
+
     roots: dict[str, type[BaseModel] | None] = {}
     for name, f in Facts.model_fields.items():
         ann = f.annotation
@@ -44,6 +51,8 @@ def facts_roots() -> dict[str, type[BaseModel] | None]:
 
 
 def roots_for(rule: Rule) -> dict[str, type[BaseModel] | None]:
+    from wandoc.metrics import RUN_ROOTS, STEP_ROOTS
+
     if rule.scope == "step":
         return dict(STEP_ROOTS)
     if rule.scope == "run":
@@ -53,10 +62,14 @@ def roots_for(rule: Rule) -> dict[str, type[BaseModel] | None]:
 
 def prepare_facts(data: dict[str, Any]) -> dict[str, Any]:
     """A facts tree with defaults filled, as a real collection would produce it."""
+    from wandoc.facts import Facts
+
     return Facts.model_validate(data).as_tree()
 
 
 def prepare_step(data: dict[str, Any]) -> dict[str, Any]:
+    from wandoc.metrics import RunInfo, StepHistory, StepMetrics
+
     return {
         "step": StepMetrics.model_validate(data.get("step", {})).model_dump(mode="json"),
         "run": RunInfo.model_validate(data.get("run", {})).model_dump(mode="json"),
@@ -65,6 +78,8 @@ def prepare_step(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_run(data: dict[str, Any]) -> dict[str, Any]:
+    from wandoc.metrics import RunInfo, Summary
+
     return {
         "run": RunInfo.model_validate(data.get("run", {})).model_dump(mode="json"),
         "summary": Summary.model_validate(data.get("summary", {})).model_dump(mode="json"),

@@ -8,7 +8,6 @@ file is refused at load time, never half-applied.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -148,6 +147,8 @@ def parse_rule_text(text: str, source: str, cache: RuleCache | None = None) -> l
 
 def _tables(text: str, source: str) -> list[Any]:
     """The rule tables of one file: its top level, or its ``[[rule]]`` list."""
+    import tomllib  # here, not at the top: a run whose rule files are all cached never needs it
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
