@@ -350,7 +350,7 @@ def report_cmd(
     console = _out()
     render(loaded, console)
     if html is not None:
-        console.print(f"[dim]html: {escape(str(html))}[/dim]")
+        console.print(f"[dim]html: {escape(str(html))}[/dim]", soft_wrap=True)
 
 
 @app.command("compare")
@@ -402,7 +402,7 @@ def compare_cmd(
     console = _out()
     render_comparison(result, console, a.name, b.name)
     if html is not None:
-        console.print(f"[dim]html: {escape(str(html))}[/dim]")
+        console.print(f"[dim]html: {escape(str(html))}[/dim]", soft_wrap=True)
     raise typer.Exit(EXIT_FINDINGS if result.regressed else 0)
 
 
