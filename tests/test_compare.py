@@ -12,10 +12,12 @@ from wandoc.metrics import Report, StepMetrics
 from wanrun.compare import ReportError, compare, load_report
 
 
-def report(seconds: float, h2d: int = 0, findings: tuple[str, ...] = (), util: float | None = 90.0) -> Report:
-    steps = [StepMetrics(index=i, seconds=seconds * (1.5 if i == 0 else 1.0), h2d_bytes=h2d, gpu_util=util)
-             for i in range(5)]  # fmt: skip
-    found = [Finding(rule=r, severity="warning", title=r, message=r, step=1, module="blocks.3") for r in findings]
+def report(seconds: float, h2d: int = 0, findings: tuple[str, ...] = (), util: float | None = 90.0,
+           severity: str = "warning") -> Report:  # fmt: skip
+    """Five steps of which the first two were inspected: copies are measured there only, as the guard does."""
+    steps = [StepMetrics(index=i, seconds=seconds * (1.5 if i == 0 else 1.0), h2d_bytes=h2d if i < 2 else 0,
+                         deep=i < 2, gpu_util=util) for i in range(5)]  # fmt: skip
+    found = [Finding(rule=r, severity=severity, title=r, message=r, step=1, module="blocks.3") for r in findings]
     return Report(steps=steps, findings=found)
 
 
@@ -29,6 +31,17 @@ def test_slower_run_with_new_offload_is_worse() -> None:
     assert rows["GPU use"].worse and rows["GPU use"].ratio == pytest.approx(90 / 40)
     assert cmp.new_findings == ["RUN-OFFLOAD-TRAFFIC (step 1, blocks.3)"]
     assert cmp.regressed
+
+
+def test_copies_are_judged_on_the_inspected_steps() -> None:
+    """Three of five steps were not inspected (0 bytes seen): the median must not call the offload gone."""
+    rows = {r.metric: r for r in compare(report(0.5), report(0.5, h2d=5 * 2**30)).rows}
+    assert rows["H2D bytes/step"].b == 5 * 2**30 and rows["H2D bytes/step"].worse
+
+
+def test_a_new_note_is_not_a_regression() -> None:
+    cmp = compare(report(0.5), report(0.5, findings=("RUN-STEP0-COLD",), severity="info"))
+    assert cmp.new_findings == [] and not cmp.regressed
 
 
 def test_same_run_within_threshold_is_not_worse() -> None:

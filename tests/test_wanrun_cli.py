@@ -202,3 +202,19 @@ def test_compare_says_what_got_worse(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert wanrun("compare", "a.json", "b.json") == 1  # a finding that run A did not have
     assert "new in B: TEST-STEP-ONE (step 1, blocks.0)" in capsys.readouterr().out
     assert wanrun("compare", "a.json", "missing.json") == 2
+
+
+def test_generate_writes_the_html_page_beside_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = wanrun("generate", "--steps", "2", "--out", "clip.npy", "--report", "run.json", "--html", "run.html", "-q")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    page = (tmp_path / "run.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "html: run.html" in out
+    assert json.loads((tmp_path / "run.json").read_text())["schema"] == REPORT_SCHEMA
+
+
+def test_generate_html_to_an_unwritable_place_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    code = wanrun("generate", "--steps", "1", "--out", "clip.npy", "--html", "file/run.html", "-q")
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write file/run.html" in err and "Traceback" not in err

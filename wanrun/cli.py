@@ -83,7 +83,8 @@ def _where(exc: BaseException) -> str:
     return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
 
 
-GENERATE_HELP = """Generate a clip with the built-in Wan-style pipeline under the guards.
+GENERATE_HELP = """Generate a clip under the guards: the built-in Wan-style pipeline, or your checkout's own \
+generate.py with --repo DIR and its arguments after --.
 
 Every step is timed and the denoiser's weights are checked for where they live. The first steps, every \
 --deep-every-th step and any step that turns slow are inspected op by op: host-device copies, casts, syncs and \
@@ -98,6 +99,8 @@ happen, with the fix; a summary follows, and the JSON report with --report.
   wanrun generate --preset small --offload         [dim]weights cross PCIe[/dim]
   wanrun generate --preset small --cpu-block 3     [dim]a block on the CPU[/dim]
   wanrun generate --preset small --host-copy --strict --fail-on warning
+  wanrun generate --preset small --offload --html run.html  [dim]one page with plots[/dim]
+  wanrun generate --repo ~/Wan2.2 --report run.json -- --task t2v-A14B --ckpt_dir ./ckpt  [dim]your own checkout[/dim]
   wanrun report run.json                           [dim]read a report again[/dim]
 
 Exit codes: 0 clean; 1 a finding at or above --fail-on, or --strict stopped the run; 2 bad input; 3 the \
@@ -129,6 +132,9 @@ def generate(
     out: Annotated[Path | None, typer.Option(help="Output video (.mp4, .gif or .npy).")] = None,
     fps: Annotated[int | None, typer.Option(help="Frames per second of the output.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the JSON run report here.")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the report as one offline HTML page, with plots.")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first error-level finding.")] = False,
     fail_on: Annotated[FailOn, typer.Option(help="Exit 1 on findings at or above this severity.")] = FailOn.error,
     rules: Annotated[
@@ -186,7 +192,7 @@ def generate(
         if builtin:
             _bail(f"--{builtin[0].replace('_', '-')} belongs to the built-in pipeline; with --repo, give your "
                   "script's own arguments after --")  # fmt: skip
-        _generate_repo(repo, script, script_args or [], device=device, report=report, strict=strict,
+        _generate_repo(repo, script, script_args or [], device=device, report=report, html=html, strict=strict,
                        fail_on=fail_on, rules=rules, deep_every=deep_every, quiet=quiet)  # fmt: skip
     if script_args:
         _bail(f"unexpected argument {script_args[0]!r}: arguments after -- go to a checkout's script (--repo DIR)")
@@ -203,12 +209,12 @@ def generate(
 
     console = _out()
     code, final, stop = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console)
-    _finish(console, final, code, stop, report=report, quiet=quiet, fail_on=fail_on)
+    _finish(console, final, code, stop, report=report, html=html, quiet=quiet, fail_on=fail_on)
 
 
 def _generate_repo(
-    repo: Path, script: str, args: list[str], *, device: str | None, report: Path | None, strict: bool,
-    fail_on: FailOn, rules: list[Path] | None, deep_every: int | None, quiet: bool,
+    repo: Path, script: str, args: list[str], *, device: str | None, report: Path | None, html: Path | None,
+    strict: bool, fail_on: FailOn, rules: list[Path] | None, deep_every: int | None, quiet: bool,
 ) -> NoReturn:  # fmt: skip
     """``--repo``: the checkout's own script under the guards (see wanrun.repo_job)."""
     from wandoc import rulebook
@@ -244,14 +250,14 @@ def _generate_repo(
         _err(f"{script} failed: {final.summary.error}")
     if rank != 0:
         raise typer.Exit(code)
-    _finish(console, final, code, stop, report=report, quiet=quiet, fail_on=fail_on)
+    _finish(console, final, code, stop, report=report, html=html, quiet=quiet, fail_on=fail_on)
 
 
 def _finish(
-    console: Console, final: Report, code: int, stop: Finding | None, *, report: Path | None, quiet: bool,
-    fail_on: FailOn,
+    console: Console, final: Report, code: int, stop: Finding | None, *, report: Path | None, html: Path | None,
+    quiet: bool, fail_on: FailOn,
 ) -> NoReturn:  # fmt: skip
-    """Write the report, show the summary and exit with the contract's code."""
+    """Write the report (JSON, and the page with --html), show the summary and exit with the contract's code."""
     from wandoc.engine import at_or_above
     from wandoc.render.text import counts_line
     from wanrun.report_view import render
@@ -261,14 +267,22 @@ def _finish(
             write_report(final, report)
         except OSError as exc:
             _bail(f"cannot write the report {report}: {exc}")
+    if html is not None:
+        from wanrun.report_html import write_run_html
+
+        try:
+            write_run_html(final, html)
+        except OSError as exc:
+            _bail(f"cannot write {html}: {exc.strerror or exc}")
     if quiet:
         steps, seconds = final.summary.steps, final.summary.seconds_total
         console.print(f"{counts_line(final.findings)}; {steps} steps in {seconds:.1f} s")
     else:
         console.print()
         render(final, console)
-    if report is not None:
-        console.print(f"[dim]report: {report}[/dim]")
+    for label, path in (("report", report), ("html", html)):
+        if path is not None:
+            console.print(f"[dim]{label}: {escape(str(path))}[/dim]", soft_wrap=True)
     if stop is not None:
         console.print(f"[red]stopped by --strict at step {stop.step}: {stop.rule}[/red] {escape(stop.message)}")
     if code == 0 and at_or_above(final.findings, fail_on.value):

@@ -1,7 +1,9 @@
 """What got worse between two run reports: per-metric ratios, and findings that are new in the second run.
 
 Per-step metrics are compared as medians over steps, so a run of 10 steps compares with a run of 50 and one
-slow first step (compile, cold caches) does not decide the verdict.
+slow first step (compile, cold caches) does not decide the verdict. Copies, casts, syncs and CPU ops are medians
+over the inspected steps only: the other steps were not looked at op by op, and their zeros would hide a
+regression that every inspected step shows. Notes (``info``) never count as new findings.
 """
 
 from __future__ import annotations
@@ -28,17 +30,18 @@ class Metric:
     unit: str  # "s", "bytes", "count", "%"
     read: Callable[[StepMetrics], float | None]
     higher_is_worse: bool = True
+    inspected_only: bool = False  # measured by per-op inspection: 0 on the other steps means "not looked"
 
 
 METRICS: tuple[Metric, ...] = (
     Metric("s/step", "s", lambda s: s.seconds),
-    Metric("H2D bytes/step", "bytes", lambda s: s.h2d_bytes),
-    Metric("D2H bytes/step", "bytes", lambda s: s.d2h_bytes),
-    Metric("copies/step", "count", lambda s: s.copies),
-    Metric("cast bytes/step", "bytes", lambda s: s.cast_bytes),
-    Metric("repeated cast bytes/step", "bytes", lambda s: s.repeated_cast_bytes),
-    Metric("CPU ops/step", "count", lambda s: s.cpu_ops),
-    Metric("syncs/step", "count", lambda s: s.syncs),
+    Metric("H2D bytes/step", "bytes", lambda s: s.h2d_bytes, inspected_only=True),
+    Metric("D2H bytes/step", "bytes", lambda s: s.d2h_bytes, inspected_only=True),
+    Metric("copies/step", "count", lambda s: s.copies, inspected_only=True),
+    Metric("cast bytes/step", "bytes", lambda s: s.cast_bytes, inspected_only=True),
+    Metric("repeated cast bytes/step", "bytes", lambda s: s.repeated_cast_bytes, inspected_only=True),
+    Metric("CPU ops/step", "count", lambda s: s.cpu_ops, inspected_only=True),
+    Metric("syncs/step", "count", lambda s: s.syncs, inspected_only=True),
     Metric("VRAM peak", "bytes", lambda s: s.vram_peak_bytes),
     Metric("GPU use", "%", lambda s: s.gpu_util, higher_is_worse=False),
 )
@@ -83,7 +86,8 @@ def load_report(path: Path) -> Report:
 
 
 def _median(report: Report, metric: Metric) -> float | None:
-    values = [v for s in report.steps if (v := metric.read(s)) is not None]
+    steps = [s for s in report.steps if s.deep] if metric.inspected_only else report.steps
+    values = [v for s in steps if (v := metric.read(s)) is not None]
     return float(statistics.median(values)) if values else None
 
 
@@ -98,7 +102,12 @@ def _ratio(a: float | None, b: float | None, higher_is_worse: bool) -> float | N
 
 
 def _finding_keys(report: Report) -> dict[str, str]:
-    return {f.rule: f"{f.rule} (step {f.step}, {f.module})" if f.module else f.rule for f in report.findings}
+    """Warnings and errors only: a note (a cold first step) is context, not a regression."""
+    return {
+        f.rule: f"{f.rule} (step {f.step}, {f.module})" if f.module else f.rule
+        for f in report.findings
+        if f.severity != "info"
+    }
 
 
 def compare(a: Report, b: Report, threshold: float = 1.10, min_bytes: int = 1 << 20) -> Comparison:

@@ -95,6 +95,10 @@ def run_repo_job(job: RepoJob, console: Console) -> tuple[int, Report, Finding |
     report.doctor = list(verdict.findings)
     report.run.args["script_exit_code"] = outcome.exit_code
     report.run.args["denoiser_found_by"] = outcome.found_by
+    report.run.args["imported"] = runner.imported
+    git = verdict.facts.git
+    if git.is_repo:
+        report.run.args["git"] = {"commit": git.commit, "branch": git.branch, "dirty": git.dirty}
     if outcome.stopped is not None:
         return EXIT_FINDINGS, report, outcome.stopped.finding
     if outcome.interrupted:

@@ -132,6 +132,7 @@ class RepoRunner:
         self._global_hook: Any = None
         self._local_hooks: list[Any] = []
         self.outcome = ScriptOutcome()
+        self.imported: list[str] = []  # the checkout's files the run imported, in order: the code that ran
 
     # -- the run --------------------------------------------------------------------------------------------
 
@@ -228,6 +229,9 @@ class RepoRunner:
                 self._pending = True  # still executing (this import is nested in it): look again when done
                 continue
             self._seen_modules.add(name)
+            path = getattr(mod, "__file__", None)
+            if _under(path, self.repo):
+                self.imported.append(Path(path).resolve().relative_to(self.repo).as_posix())
             namespace = getattr(mod, "__dict__", None)
             if not isinstance(namespace, dict):
                 continue

@@ -1,0 +1,50 @@
+"""``wandoc bisect`` with the real runner: each commit of the runnable checkout judged by a guarded CPU run.
+
+The history (tests/runnable_wan.py): fast, a README commit, the slow attention (first bad), fp32 weights, a CPU
+module. The slow attention is several times slower even on a CPU, so a 1.5x threshold keeps the verdicts clear
+of a busy machine's noise.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+from runnable_wan import RunnableRepo
+from test_bisect import assert_clean, run_cli, user_state
+from wanrepo import git
+
+pytestmark = pytest.mark.slow
+
+
+def test_bisect_names_the_slow_attention_commit_and_a_rule_follows(
+    runnable: RunnableRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "wan"
+    git(tmp_path, "clone", "-q", str(runnable.root), "wan")
+    git(repo, "checkout", "-q", "main")
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+    before = user_state(repo)
+
+    code, out, err = run_cli(["bisect", "--good", runnable.fast, "--bad", "main", "--repo", str(repo), "--steps", "6",
+                              "--threshold", "1.5", "--", "--ckpt_dir", str(runnable.ckpt_dir), "--size", "128*128"],
+                             capsys)  # fmt: skip
+    assert code == 0, out + err
+    assert f"first bad commit: {runnable.slow_attention}" in out
+    assert "sdpa_flash_disabled" in out and "mask_per_call" in out
+    assert f"--from {runnable.slow_attention[:7]}" in out
+    assert_clean(repo, before, temp_root)
+
+    rule = tmp_path / "CODE-MY-SLOW-ATTENTION.toml"
+    code, _, err = run_cli(["rules", "new", "CODE-MY-SLOW-ATTENTION", "--dir", str(tmp_path), "--from",
+                            runnable.slow_attention, "--repo", str(repo)], capsys)  # fmt: skip
+    assert code == 0 and rule.is_file(), err
+    assert run_cli(["rules", "test", str(rule)], capsys)[0] == 0
+    # the new rule fires on the tip of main and stays quiet on the fast commit
+    check = ["check", "--repo", str(repo), "--rules", str(rule), "--format", "json", "--fail-on", "never"]
+    assert "CODE-MY-SLOW-ATTENTION" in run_cli(check, capsys)[1]
+    git(repo, "checkout", "-q", runnable.fast)
+    assert "CODE-MY-SLOW-ATTENTION" not in run_cli(check, capsys)[1]
