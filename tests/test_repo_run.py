@@ -68,7 +68,7 @@ def test_a_second_run_imports_its_own_commit(runnable: RunnableRepo, tmp_path: P
         assert code == 0, capsys.readouterr().out
     a, b = load(tmp_path / "fast.json"), load(tmp_path / "slow.json")
     # each run imported its own checkout's files (a stale `wan` from the first run would import nothing)
-    for report, repo, ref in ((a, fast, runnable.fast), (b, slow, runnable.slow_attention)):
+    for report, ref in ((a, runnable.fast), (b, runnable.slow_attention)):
         assert "wan/modules/attention.py" in report.run.args["imported"]
         assert report.run.args["git"] == {"commit": ref, "branch": "", "dirty": False}
 
