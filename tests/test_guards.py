@@ -150,6 +150,11 @@ def test_registry_counts_heavy_compute_with_flops() -> None:
         (x, w, None, [1], [0], [1], False, [0], 1), {}, torch.nn.functional.conv1d(x, w)
     )
     assert conv.flops == 2 * (6 * 8) * (4 * 3)
+    with FakeTensorMode():
+        da, db = torch.empty(8, 32, device="cuda"), torch.empty(32, 16, device="cuda")
+        device_out = torch.empty(8, 16, device="cuda")
+    assert handler_for(aten.mm.default)((da, db), {}, device_out) == []  # compute on the accelerator: no event
+    assert handler_for(aten.mm.default) is handler_for(aten.mm.default)  # cached by the overload
 
 
 # -- casts -------------------------------------------------------------------------------------------------

@@ -4,22 +4,45 @@
 scheduler steps, attached models), so the built-in pipeline, a user's script and a notebook use it the same
 way; without explicit steps (a notebook), one forward of the attached denoiser is one step.
 
-Cost model: cheap checks run every step (the step clock, the residency of the denoiser's weights, NVML on its
-own thread); deep per-op inspection runs on the first ``deep_steps`` steps, after any change in where the
-weights live, and then as a sample: every ``deep_every``-th step and the step after one that was slow (over
-``slow_factor`` times the median of the plain steps before it). Sampled inspections are skipped when they
-would push the guard's measured extra time past ``deep_budget`` of the run's step time: per-op Python costs
-about 1% of a step at 480p and more than the step itself at small shapes, so the sample adapts to the shape.
-The report says which steps were deep. Everything the guard installs (hooks, dispatch mode, sampler thread)
-is removed when the context exits, however it exits.
+Cost model (targets: at most 2% at 480p shapes, 10% at 1,560 tokens where a forward takes ~30 ms and the host
+launches just ahead of the device, so every host microsecond and every device drain shows).
+
+* Plain steps cost the host about 0.15 ms of Python (Wan-1.3B module tree, measured on a CPU; half of it the
+  runtime rules' evaluation) and never drain the device. The step clock records a CUDA event at each step's
+  start and end and reads them once the device has passed them: a step's time is known at the end of the
+  next step (or at once, when the device is already done), and its rules are judged then. So ``strict`` stops
+  a run one step after a plain step's finding (timing and NVML rules), and phase boundaries (which drain the
+  device) or the guard's exit judge what is left. The VRAM peak is the allocator's, booked by the host: no sync.
+* Residency: every parameter's device on inspected steps; on the others a sample (each block's first layer
+  and a rotating slice), read in full when the sample moved: a model or block moved is seen at the next step,
+  one layer within ``Residency.period`` steps. A step whose weights moved is inspected.
+* NVML runs on its own thread (utilisation, this process's VRAM, power); a step reads its samples.
+* Per-op inspection costs about 10 µs an op on the host (8 µs of it torch's Python dispatch, the rest the
+  module hooks and the registry): an inspected step cost +153% at 1,560 tokens on an H100 before this code
+  halved its own part, under 1% at 32,760.
+  Inspected steps wait for the device at their end and are judged at once, so every per-op finding (casts,
+  copies, CPU compute, syncs) comes out, and stops a strict run, at the step that made it. The first
+  inspected step sees every forward and the loop code (a repeated cast shows between its two CFG forwards, a
+  host copy at the loop); later ones see the first ``deep_forwards`` forwards and the loop code, and count the
+  other forwards as copies of the seen ones (CFG runs the same code twice), as the summary says. Inspected are
+  the first ``deep_steps`` steps, a step whose weights moved, and then as a sample: every ``deep_every``-th
+  step and the step after one that was slow (over ``slow_factor`` times the median of the plain steps before
+  it), skipped when the measured extra time of an inspection would take the samples past ``deep_budget`` of
+  the run's step time. At 1,560 tokens and 50 steps that is about 1.5 + 0.75 step-times for steps 0 and 1,
+  plus samples within the budget: 5-8% in all, expected (``bench/bench_guard_overhead.py`` measures it).
+
+The report says which steps were inspected. Everything the guard installs (hooks, dispatch mode, sampler
+thread) is removed when the context exits, however it exits.
 """
 
 from __future__ import annotations
 
+import bisect
 import platform
 import statistics
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -33,7 +56,7 @@ from wandoc import rulebook
 from wandoc.engine import Finding, Rule
 from wandoc.metrics import Phase, Report, RunInfo, StepHistory, StepMetrics, Summary
 from wanrun.guards.casts import CastTracker
-from wanrun.guards.clock import StepClock
+from wanrun.guards.clock import StepClock, StepTiming
 from wanrun.guards.dispatch import DeepSession, warm_up
 from wanrun.guards.nvml_sampler import NvmlSampler
 from wanrun.guards.residency import Residency
@@ -95,10 +118,28 @@ class _OpenStep:
     implicit: bool
     root: nn.Module | None
     session: DeepSession | None
+    full: bool  # the session inspects every forward (else the first ``deep_forwards``)
     resident: list[str]
     resident_bytes: int
-    t0: float = 0.0
+    timing: StepTiming = field(default_factory=StepTiming)
+    # denoiser forwards finished, counted by the post-hook: it also runs for a forward that began before the
+    # guard's hooks existed (a runner attaching the model from that forward's pre-hooks)
     forwards: int = 0
+    begun: int = 0  # denoiser forwards whose pre-hook (the guard's) ran
+
+
+@dataclass
+class _Pending:
+    """A recorded step whose device time is not known yet; it is judged when it is."""
+
+    step: StepMetrics
+    timing: StepTiming
+    evaluate: bool  # the step completed (a step cut short by an exception is recorded, not judged)
+
+
+def _median(ordered: list[float]) -> float:
+    n = len(ordered)
+    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
 class Guard:
@@ -112,6 +153,7 @@ class Guard:
         deep_steps: int = 2,
         deep_every: int = 10,
         deep_budget: float | None = 0.03,
+        deep_forwards: int | None = 1,
         slow_factor: float = 1.5,
         strict: bool = False,
         on_finding: Callable[[Finding], None] | None = None,
@@ -124,6 +166,7 @@ class Guard:
         self.device = resolve_device(device)
         self.deep_steps, self.deep_every, self.slow_factor = deep_steps, deep_every, slow_factor
         self.deep_budget = deep_budget
+        self.deep_forwards = deep_forwards if deep_forwards else None  # None: inspected steps see every forward
         self.strict = strict
         self.on_finding, self.on_step = on_finding, on_step
         self._rules = RuntimeRules(self._load_rules(rules), shell)
@@ -146,12 +189,21 @@ class Guard:
         self._residency: Residency | None = None
         self._offload_kinds: list[str] = []
         self._open: _OpenStep | None = None
+        self._pending: deque[_Pending] = deque()
         self._explicit = False
+        self._depth = 0  # nesting of attached denoisers' forwards
         self._deep_next = False
+        self._full_done = False  # a step was inspected in full
+        self._partial: dict[int, tuple[int, int]] = {}  # step -> (forwards inspected, forwards) when scaled
         self._sampled = 0  # deep steps taken as a sample (beyond the first ones and residency changes)
         self._skipped = 0  # sampled inspections skipped to stay within the budget
         self._unclassified = 0  # ops whose classification failed (counted, never raised)
         self._last_resident: list[str] | None = None
+        self._resident_bytes = 0
+        self._judged = 0  # steps judged so far (always the first ones: steps are judged in order)
+        self._plain_sorted: list[float] = []  # seconds of the judged plain steps, sorted
+        self._all_sorted: list[float] = []
+        self._max_vram_used = 0
         self._autocast_seen = False
         self._t_start: float | None = None
         self._t_end: float | None = None
@@ -184,6 +236,7 @@ class Guard:
         try:
             if self._open is not None:
                 self._end_step(evaluate=False)
+            self._settle(wait=True)  # judge the steps still in flight; the run is over, so no strict stop
         finally:
             self._teardown()
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | GuardStop):
@@ -229,9 +282,11 @@ class Guard:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Time one phase of the run, draining the device at both ends so the time is the phase's own."""
+        """Time one phase of the run, draining the device at both ends so the time is the phase's own. Steps
+        still in flight are judged at both ends (strict mode may stop the run there: before a decode, say)."""
         kind = name if name in PHASE_NAMES else "other"
         self._clock.sync()
+        self._settle_between_steps()
         t0 = time.perf_counter()
         try:
             yield
@@ -240,14 +295,23 @@ class Guard:
                 self._clock.sync()
             seconds = time.perf_counter() - t0
             self.phases.append(Phase(name=kind, seconds=seconds, label="" if kind == name else name))
+        self._settle_between_steps()
+
+    def _settle_between_steps(self) -> None:
+        """Judge the steps in flight when no step is open (a phase boundary, after the device was drained)."""
+        stop = self._settle(wait=True) if self._open is None else None
+        if stop is not None:
+            raise GuardStop(stop)
 
     @contextmanager
     def step(self, index: int) -> Iterator[None]:
-        """One scheduler step (every denoiser forward in it); strict mode may stop the run as it closes."""
+        """One scheduler step (every denoiser forward in it). Strict mode may stop the run as it closes, for a
+        finding of this step (inspected steps) or of the step before (plain steps, judged once timed)."""
         self._explicit = True
         if self._open is not None:  # a step inside a step: the outer one measures both
             yield
             return
+        self._depth = 0  # a forward interrupted by Ctrl-C (no post-hook) must not hide the next ones
         self._begin_step(index, implicit=False, root=None)
         ok = False
         try:
@@ -290,7 +354,7 @@ class Guard:
 
     @property
     def report(self) -> Report:
-        """The report so far; complete once the context has exited."""
+        """The report so far (the last step's time may still be the host's); complete once the context exits."""
         summary = self._summary or self._build_summary()
         return Report(
             run=self.run.model_copy(),
@@ -318,22 +382,41 @@ class Guard:
         sole = sum(a.denoiser for a in self._models) == 1
         return [("" if a.denoiser and sole else a.name, a) for a in self._models]
 
+    def _prefixed_models(self) -> list[tuple[str, str, nn.Module]]:
+        return [(p, a.name, a.model) for p, a in self._prefixed()]
+
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
         if not self._autocast_seen:
             self._autocast_seen = True
             kind = self.device.type if self.device.type in ("cuda", "cpu", "xpu", "mps") else "cpu"
             if torch.is_autocast_enabled(kind) and not self.run.autocast_dtype:
                 self.run.autocast_dtype = str(torch.get_autocast_dtype(kind)).removeprefix("torch.")
-        if self._open is not None:
-            self._open.forwards += 1
-        elif not self._explicit:
+        self._depth += 1
+        if self._depth > 1:  # a denoiser run inside another: the outer forward is the one that counts
+            return
+        st = self._open
+        if st is None:
+            if self._explicit:
+                return
             self._begin_step(len(self.steps), implicit=True, root=module)
-            if self._open is not None:
-                self._open.forwards = 1
+            if (st := self._open) is None:
+                return
+        st.begun += 1
+        if st.session is not None:
+            if not st.full and self.deep_forwards is not None and st.begun > self.deep_forwards:
+                st.session.pause()  # the same code again: counted by scaling the inspected forwards
+            else:
+                st.session.forward_begins(module)
 
     def _post_forward(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._depth = max(self._depth - 1, 0)
         st = self._open
-        if st is not None and st.implicit and st.root is module:
+        if self._depth or st is None:
+            return
+        st.forwards += 1
+        if st.session is not None:
+            st.session.forward_ends()
+        if st.implicit and st.root is module:
             stop = self._end_step(evaluate=True)
             if stop is not None:
                 raise GuardStop(stop)
@@ -352,73 +435,117 @@ class Guard:
 
     def _within_budget(self) -> bool:
         """Would one more sampled inspection keep the guard's extra time under ``deep_budget`` of the step time?
-        The extra is measured: median inspected step minus median plain step."""
+        The extra is measured: median inspected step minus median plain step, over the steps timed so far
+        (partial inspections only, when there are some: a sample is one)."""
         if self.deep_budget is None:
             return True
-        deep = [s.seconds for s in self.steps if s.deep]
-        plain = [s.seconds for s in self.steps if not s.deep]
+        done = self.steps[: len(self.steps) - len(self._pending)]
+        deep = [s.seconds for s in done if s.deep]
+        plain = [s.seconds for s in done if not s.deep]
         if not deep or not plain:
             return True
+        partial = [s.seconds for s in done if s.deep and s.index in self._partial]
         base = statistics.median(plain)
-        extra = max(statistics.median(deep) - base, 0.0)
+        extra = max(statistics.median(partial or deep) - base, 0.0)
         base_total = sum(plain) + len(deep) * base + base  # the run's own time so far, and the next step
         return (self._sampled + 1) * extra <= self.deep_budget * base_total
 
-    def _begin_step(self, index: int, implicit: bool, root: nn.Module | None) -> None:
-        deep = self._want_deep(index)
-        resident: list[str] = []
-        resident_bytes = 0
-        if self._residency is not None and self.run.expects_gpu:
-            resident, resident_bytes = self._residency.check()
-            if self._last_resident is not None and resident != self._last_resident:
+    def _check_residency(self, deep: bool) -> tuple[bool, list[str], int]:
+        """(inspect this step, CPU-resident modules, their bytes): a full check on inspected steps, the first
+        one and when the sample moved; weights that moved since the last full check get the step inspected."""
+        residency = self._residency
+        if residency is None or not self.run.expects_gpu:
+            return deep, [], 0
+        last = self._last_resident
+        if deep or last is None or residency.moved(len(self.steps)):
+            resident, self._resident_bytes = residency.check()
+            if last is not None and resident != last:
                 deep = True  # weights moved since the last step: look at what the step does with them
-            self._last_resident = resident
-        session = None
+            self._last_resident = last = resident
+        return deep, last, self._resident_bytes
+
+    def _begin_step(self, index: int, implicit: bool, root: nn.Module | None) -> None:
+        deep, resident, resident_bytes = self._check_residency(self._want_deep(index))
+        session, full = None, False
         if deep:
-            prefixed = self._prefixed()
+            full = not self._full_done or self.deep_forwards is None
+            self._full_done = True
             if self._residency is not None:
                 self._offload_kinds = self._residency.offload_hooks()
-            session = DeepSession([(p, a.name, a.model) for p, a in prefixed], self._casts, self.run.expects_gpu)
-        self._open = _OpenStep(index, implicit, root, session, resident, resident_bytes)
+            # module paths and weights read afresh: modules may have been replaced since (LoRA, a patched block)
+            session = DeepSession(self._prefixed_models(), self._casts, self.run.expects_gpu)
+        self._open = _OpenStep(index, implicit, root, session, full, list(resident), resident_bytes)
         if session is not None:
             session.start()
-        self._clock.start()
-        self._open.t0 = time.perf_counter()
+        self._open.timing = self._clock.start()
 
     def _end_step(self, evaluate: bool) -> Finding | None:
-        """Close the open step, record it, and (when it completed) judge it; returns a strict-mode stop."""
+        """Close the open step and record it; judge the steps whose time is known (an inspected one at once).
+        Returns a strict-mode stop."""
         st, self._open = self._open, None
         if st is None:
             return None
+        timing = st.timing
         try:
-            seconds, peak = self._clock.stop()
+            self._clock.stop(timing)
         except Exception:  # the device failed mid-step: keep the host's time, no peak
-            seconds, peak = time.perf_counter() - st.t0, 0
+            timing.t1 = timing.t1 or time.perf_counter()
+            timing.give_up()
         finally:
-            deep = st.session.stop() if st.session is not None else {}
-            self._unclassified += st.session.mode.errors if st.session is not None else 0
-        t1 = time.perf_counter()
-        window = self._sampler.window(st.t0, t1) if self._sampler is not None and self._sampler.available else None
+            deep = st.session.stop(st.forwards) if st.session is not None else {}
+        if st.session is not None:
+            self._unclassified += st.session.errors
+            if st.session.skipped:
+                self._partial[st.index] = (st.session.inspected, st.forwards)
         step = StepMetrics(
             index=st.index,
-            seconds=seconds,
+            seconds=timing.seconds if timing.seconds is not None else timing.host_seconds,
             forwards=st.forwards,
             cpu_resident=st.resident,
             cpu_resident_bytes=st.resident_bytes,
-            vram_peak_bytes=peak,
-            vram_used_bytes=window.vram_used_bytes if window else 0,
-            vram_total_bytes=self._sampler.total_bytes if window and self._sampler else 0,
-            gpu_util=window.gpu_util if window else None,
-            power_w=window.power_w if window else None,
+            vram_peak_bytes=timing.peak,
             deep=st.session is not None,
             offload_hooks=bool(self._offload_kinds),
             **deep,
         )
-        history = self._history()
         self.steps.append(step)
+        self._pending.append(_Pending(step, timing, evaluate))
+        return self._settle(wait=step.deep)
+
+    def _settle(self, wait: bool) -> Finding | None:
+        """Judge the recorded steps in order, as far as their times are known: older steps are waited for (the
+        device is past them, or nearly), the newest only when ``wait``. Returns the first strict-mode stop."""
+        stop = None
+        while self._pending:
+            p = self._pending[0]
+            try:
+                if wait or len(self._pending) > 1:
+                    self._clock.wait(p.timing)
+                elif not self._clock.poll(p.timing):
+                    break
+            except Exception:  # the device failed: the host's time will do
+                p.timing.give_up()
+            self._pending.popleft()
+            found = self._judge(p)
+            stop = stop or found
+        return stop
+
+    def _judge(self, p: _Pending) -> Finding | None:
+        step, timing = p.step, p.timing
+        step.seconds = timing.seconds if timing.seconds is not None else timing.host_seconds
+        if self._sampler is not None and self._sampler.available:
+            window = self._sampler.window(timing.t_done - step.seconds, timing.t_done)
+            step.vram_used_bytes, step.vram_total_bytes = window.vram_used_bytes, self._sampler.total_bytes
+            step.gpu_util, step.power_w = window.gpu_util, window.power_w
+        history = self._history()
         self._watch_speed(step)
+        self._judged += 1
+        bisect.insort(self._all_sorted, step.seconds)
+        if not step.deep:
+            bisect.insort(self._plain_sorted, step.seconds)
+        self._max_vram_used = max(self._max_vram_used, step.vram_used_bytes)
         self._notify(self.on_step, step)
-        if not evaluate:
+        if not p.evaluate:
             return None
         stop = None
         for finding in self._rules.on_step(step, self.run, history):
@@ -428,23 +555,21 @@ class Guard:
         return stop
 
     def _history(self) -> StepHistory:
-        """The steps so far; the median prefers steps without per-op inspection (their time is the run's own)."""
-        if not self.steps:
+        """The steps judged so far; the median prefers steps without per-op inspection (their time is the run's
+        own)."""
+        if not self._judged:
             return StepHistory()
-        plain = [s.seconds for s in self.steps if not s.deep] or [s.seconds for s in self.steps]
         return StepHistory(
-            count=len(self.steps),
-            median_seconds=statistics.median(plain),
+            count=self._judged,
+            median_seconds=_median(self._plain_sorted or self._all_sorted),
             first_seconds=self.steps[0].seconds,
-            max_vram_used_bytes=max(s.vram_used_bytes for s in self.steps),
+            max_vram_used_bytes=self._max_vram_used,
         )
 
     def _watch_speed(self, step: StepMetrics) -> None:
         """A plain step much slower than the plain steps before it gets the next step inspected."""
-        if step.deep:
-            return
-        before = [s.seconds for s in self.steps[:-1] if not s.deep]
-        if len(before) >= 3 and step.seconds > self.slow_factor * statistics.median(before):
+        before = self._plain_sorted
+        if not step.deep and len(before) >= 3 and step.seconds > self.slow_factor * _median(before):
             self._deep_next = True
 
     def _emit(self, finding: Finding) -> None:
@@ -496,11 +621,26 @@ class Guard:
         out = []
         deep = [s.index for s in self.steps if s.deep]
         if self.steps:
-            out.append(f"step clock on all {len(self.steps)} steps (wall time, allocator peak)")
+            how = "device time from CUDA events" if self._clock.on_device else "wall time"
+            out.append(f"step clock on all {len(self.steps)} steps ({how}, allocator peak)")
         if deep:
-            out.append(f"per-op inspection (copies, casts, syncs, CPU compute) on steps {_ranges(deep)}")
+            text = f"per-op inspection (copies, casts, syncs, CPU compute) on steps {_ranges(deep)}"
+            if self._partial:
+                seen = " or ".join(sorted({f"{k} of {n}" for k, n in self._partial.values()}))
+                where = f"step{'s' if len(self._partial) > 1 else ''} {_ranges(sorted(self._partial))}"
+                text += (
+                    f"; on {where}, {seen} forwards and the loop code, the other forwards counted as copies of "
+                    "the inspected ones (CFG runs the same code twice)"
+                )
+            out.append(text)
         if self._residency is not None and self.run.expects_gpu and self.steps:
-            out.append("residency of the denoiser's parameters on every step")
+            period = self._residency.period
+            out.append(
+                "residency of the denoiser's parameters on every step"
+                if period == 1
+                else "residency of the denoiser's parameters: all of them on inspected steps, on the others the "
+                f"model and each block every step and every layer within {period} steps"
+            )
         if self._sampler is not None and self._sampler.available:
             vram = "this process's VRAM" if self._sampler.process_vram else "device VRAM"
             out.append(f"NVML on {self._sampler.name}: utilisation, {vram}, power")
@@ -564,8 +704,10 @@ def guard(
 
     ``rules``: Rule objects, or rule files/directories added to the shipped rules (None: the shipped rules).
     ``deep_steps``: how many first steps get per-op inspection; ``deep_every``: then every N-th step (0: never),
-    within ``deep_budget`` (the share of step time sampled inspections may add; None: no limit).
-    ``strict``: raise ``GuardStop`` at the end of the first step with an error-level finding.
+    within ``deep_budget`` (the share of step time sampled inspections may add; None: no limit);
+    ``deep_forwards``: denoiser forwards seen by an inspection after the first (None: all of them).
+    ``strict``: raise ``GuardStop`` at the end of the first step with an error-level finding (of an inspected
+    step), or at the end of the step after it (a plain step's, judged once the device has timed it).
     """
     return Guard(
         device,

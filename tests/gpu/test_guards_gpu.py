@@ -8,6 +8,7 @@ here from the model's parameter sizes, or recorded at the module by a hook of th
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,8 @@ def test_clean_run_raises_no_warning(shape: dict[str, Any]) -> None:
     assert first.deep and first.forwards == 2
     assert (first.h2d_bytes, first.d2h_bytes, first.cpu_ops, first.repeated_cast_bytes) == (0, 0, 0, 0)
     assert first.cpu_resident == [] and first.vram_peak_bytes > 0
+    # step 1 inspects its first forward and scales it: the same cast bytes as step 0, which saw both
+    assert report.steps[1].deep and report.steps[1].cast_bytes == pytest.approx(first.cast_bytes, rel=0.05)
     assert any("NVML on" in c for c in report.summary.checked), report.summary.not_checked
     assert all(s.vram_used_bytes > 0 for s in report.steps)
     assert any(s.gpu_util is not None for s in report.steps)
@@ -171,3 +174,39 @@ def test_cli_exit_codes_on_the_gpu(tmp_path: Path) -> None:
     assert main([*strict, "--out", str(tmp_path / "d.npy")]) == 1
     stopped = Report.model_validate_json((tmp_path / "d.json").read_text())
     assert len(stopped.steps) == 1 and stopped.summary.interrupted
+
+
+def test_steps_are_timed_on_the_device_without_draining_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the phases' own boundaries nothing calls ``torch.cuda.synchronize``: steps are timed by events."""
+    calls: list[int] = []
+    real = torch.cuda.synchronize
+
+    def counting(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", counting)
+    report, _ = run({"preset": "small"}, steps=6)
+    assert len(calls) == 2 * len(report.phases)
+    assert "device time from CUDA events" in " ".join(report.summary.checked)
+    assert all(s.seconds > 0 for s in report.steps)
+    assert sum(s.seconds for s in report.steps) <= report.summary.phases["denoise"]
+
+
+def test_a_step_is_the_devices_time_not_the_hosts() -> None:
+    """Each step queues a kernel that keeps the device busy for a while and returns at once on the host."""
+    cycles = 20_000_000
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize()
+    busy = time.perf_counter() - t0
+    model = nn.Linear(8, 8).cuda()
+    with Guard("cuda", nvml=False, deep_steps=0, deep_every=0, model=model) as g:
+        for i in range(4):
+            with g.step(i):
+                model(torch.zeros(1, 8, device="cuda"))
+                torch.cuda._sleep(cycles)
+    seconds = [s.seconds for s in g.report.steps]
+    assert len(seconds) == 4 and all(abs(x - busy) <= 0.3 * busy for x in seconds), (seconds, busy)

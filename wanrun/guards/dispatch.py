@@ -6,11 +6,17 @@ is charged to the innermost attached module (an op outside any module is charged
 between forwards). A weight copy or cast is charged to the module that owns the weight.
 
 Everything is installed by ``DeepSession.start`` and removed by ``stop``; the guard runs a session only on
-sampled steps, because Python code per op costs about 18 µs (fine at real shapes, ruinous at small ones).
+sampled steps, because interception costs about 8 µs an op in torch itself (a Python dispatch mode; measured on
+a CPU) plus what this module adds (about 2 µs): fine at real shapes, ruinous at small ones. A session can also
+inspect only the first forward(s) of a step: ``pause`` before a denoiser forward takes everything out, ``resume``
+after it puts it back, so the loop code between and after the forwards is still seen. Counts made inside the
+inspected forwards are then scaled to the step's forwards (CFG runs the same code twice); counts made in the
+loop are not.
 
 Blind spots: ops inside CUDA graphs or compiled regions (``torch.compile`` traces them away from eager
-dispatch), copies made by ``torch.tensor(data, device=...)`` (created below the dispatcher), and work in other
-threads (a dispatch mode is per thread).
+dispatch), copies made by ``torch.tensor(data, device=...)`` (created below the dispatcher), work in other
+threads (a dispatch mode is per thread), and, in a paused forward, anything that forward does differently from
+the inspected one.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from wandoc.metrics import ModuleVolume
-from wanrun.guards.casts import CastTracker, WeightIndex
-from wanrun.guards.ops import REGISTRY, OpEvent
-from wanrun.guards.residency import Model, dotted
+from wanrun.guards.casts import CastTracker, WeightIndex, module_paths
+from wanrun.guards.ops import OpEvent, handler_for
+from wanrun.guards.residency import Model
 
 LOOP = "(loop)"
 TOP_N = 10
+_VOLUMES = ("top_h2d", "top_casts", "top_cpu", "top_syncs")
 
 
 class ModuleStack:
@@ -57,46 +64,88 @@ class ModuleStack:
         self._handles.clear()
         self._stack.clear()
 
+    def enter(self, module: nn.Module) -> None:
+        """Put ``module`` on the stack unless it is already on top (a session started inside its pre-hooks)."""
+        if not self._stack or self._stack[-1][0] != id(module):
+            self._push(module, ())
+
     def _push(self, module: nn.Module, args: Any) -> None:
+        stack = self._stack
         name = self._names.get(id(module))
-        self._stack.append((id(module), name if name is not None else self.current))
+        if name is None:  # not an attached module: ops inside it belong to the attached module around it
+            name = stack[-1][1] if stack else LOOP
+        stack.append((id(module), name))
 
     def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
-        key = id(module)
-        for i in range(len(self._stack) - 1, -1, -1):  # tolerate a frame lost to an exception
-            if self._stack[i][0] == key:
-                del self._stack[i:]
+        stack, key = self._stack, id(module)
+        if stack and stack[-1][0] == key:
+            stack.pop()
+            return
+        for i in range(len(stack) - 1, -1, -1):  # tolerate a frame lost to an exception
+            if stack[i][0] == key:
+                del stack[i:]
                 return
 
 
 class _Volumes:
     def __init__(self) -> None:
-        self._bytes: defaultdict[str, int] = defaultdict(int)
-        self._count: defaultdict[str, int] = defaultdict(int)
+        self.bytes: defaultdict[str, int] = defaultdict(int)
+        self.count: defaultdict[str, int] = defaultdict(int)
 
     def add(self, module: str, nbytes: int) -> None:
-        self._bytes[module] += nbytes
-        self._count[module] += 1
+        self.bytes[module] += nbytes
+        self.count[module] += 1
+
+    def merged(self, other: _Volumes, scale: float) -> _Volumes:
+        out = _Volumes()
+        for src, k in ((self, 1.0), (other, scale)):
+            for m, b in src.bytes.items():
+                out.bytes[m] += round(b * k)
+            for m, c in src.count.items():
+                out.count[m] += round(c * k)
+        return out
 
     def top(self, n: int = TOP_N) -> list[ModuleVolume]:
-        order = sorted(self._count, key=lambda m: (-self._bytes[m], -self._count[m], m))[:n]
-        return [ModuleVolume(module=m, bytes=self._bytes[m], count=self._count[m]) for m in order]
+        order = sorted(self.count, key=lambda m: (-self.bytes[m], -self.count[m], m))[:n]
+        return [ModuleVolume(module=m, bytes=self.bytes[m], count=self.count[m]) for m in order]
 
 
-class StepCollector:
-    """Turns op events into one step's metrics (the deep fields of ``StepMetrics``)."""
+class _Bucket:
+    """Counts of one part of a step: the loop code, or the inspected denoiser forwards."""
 
-    def __init__(self, stack: ModuleStack, weights: WeightIndex, casts: CastTracker, expects_accelerator: bool) -> None:
-        self.stack, self.weights, self.casts, self.expects_accelerator = stack, weights, casts, expects_accelerator
-        self.m: dict[str, Any] = defaultdict(int)
+    def __init__(self) -> None:
+        self.m: defaultdict[str, int] = defaultdict(int)
         self.cpu_flops = 0.0
         self.top_h2d, self.top_casts, self.top_cpu, self.top_syncs = _Volumes(), _Volumes(), _Volumes(), _Volumes()
 
+
+class StepCollector:
+    """Turns op events into one step's metrics (the deep fields of ``StepMetrics``).
+
+    Events land in the loop bucket, or in the forward bucket while an inspected denoiser forward runs; a partial
+    inspection scales the forward bucket to the step's forwards.
+    """
+
+    def __init__(self, stack: ModuleStack, weights: WeightIndex, casts: CastTracker, expects_accelerator: bool) -> None:
+        self.stack, self.weights, self.casts, self.expects_accelerator = stack, weights, casts, expects_accelerator
+        self.loop, self.forward = _Bucket(), _Bucket()
+        self._b = self.loop
+        self._by_kind: dict[str, Callable[[OpEvent], None]] = {
+            "copy": self._copy,
+            "cast": self._cast,
+            "sync": self._sync,
+            "compute": self._compute,
+        }
+
+    def in_forward(self, inside: bool) -> None:
+        self._b = self.forward if inside else self.loop
+
     def add(self, ev: OpEvent) -> None:
-        getattr(self, "_" + ev.kind)(ev)
+        self._by_kind[ev.kind](ev)
 
     def _copy(self, ev: OpEvent) -> None:
-        m = self.m
+        b = self._b
+        m = b.m
         weight = self.weights.lookup(ev.src) if ev.src is not None else None
         module = weight[0] if weight else self.stack.current
         m["copies"] += 1
@@ -109,7 +158,7 @@ class StepCollector:
             m["h2d_copies"] += 1
             if weight:
                 m["weight_h2d_bytes"] += ev.nbytes
-            self.top_h2d.add(module, ev.nbytes)
+            b.top_h2d.add(module, ev.nbytes)
         else:
             m["d2h_bytes"] += ev.nbytes
             m["d2h_copies"] += 1
@@ -117,40 +166,43 @@ class StepCollector:
             # by an offload are that offload's cost, reported as traffic rather than as syncs
             if not weight and (ev.blocking or not ev.pinned):
                 m["syncs"] += 1
-                self.top_syncs.add(module, ev.nbytes)
+                b.top_syncs.add(module, ev.nbytes)
 
     def _cast(self, ev: OpEvent) -> None:
-        m = self.m
+        b = self._b
+        m = b.m
         weight = self.weights.lookup(ev.src) if ev.src is not None else None
         m["cast_bytes"] += ev.nbytes
         m["cast_count"] += 1
         if weight is None:
             m["activation_cast_bytes"] += ev.nbytes
             return
-        self.top_casts.add(weight[0], ev.nbytes)  # charged to the weight's owner, wherever the cast happened
+        b.top_casts.add(weight[0], ev.nbytes)  # charged to the weight's owner, wherever the cast happened
         if self.casts.repeated(weight[1], ev.nbytes):
             m["repeated_cast_bytes"] += ev.nbytes
             m["repeated_casts"] += 1
 
     def _sync(self, ev: OpEvent) -> None:
-        self.m["syncs"] += 1
-        self.top_syncs.add(self.stack.current, 0)
+        self._b.m["syncs"] += 1
+        self._b.top_syncs.add(self.stack.current, 0)
 
     def _compute(self, ev: OpEvent) -> None:
         if ev.host and self.expects_accelerator:
-            self.m["cpu_ops"] += 1
-            self.cpu_flops += ev.flops
-            self.top_cpu.add(self.stack.current, ev.nbytes)
+            b = self._b
+            b.m["cpu_ops"] += 1
+            b.cpu_flops += ev.flops
+            b.top_cpu.add(self.stack.current, ev.nbytes)
 
-    def metrics(self) -> dict[str, Any]:
-        return {
-            **self.m,
-            "cpu_flops": self.cpu_flops,
-            "top_h2d": self.top_h2d.top(),
-            "top_casts": self.top_casts.top(),
-            "top_cpu": self.top_cpu.top(),
-            "top_syncs": self.top_syncs.top(),
-        }
+    def metrics(self, scale: float = 1.0) -> dict[str, Any]:
+        """The step's deep fields: loop counts plus forward counts times ``scale`` (1: everything was seen)."""
+        loop, fwd = self.loop, self.forward
+        m: defaultdict[str, int] = defaultdict(int, loop.m)
+        for key, value in fwd.m.items():
+            m[key] += round(value * scale)
+        out: dict[str, Any] = {**m, "cpu_flops": loop.cpu_flops + fwd.cpu_flops * scale}
+        for key in _VOLUMES:
+            out[key] = getattr(loop, key).merged(getattr(fwd, key), scale).top()
+        return out
 
 
 class InspectMode(TorchDispatchMode):
@@ -162,12 +214,11 @@ class InspectMode(TorchDispatchMode):
         self.errors = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        handler = REGISTRY.get(getattr(func, "overloadpacket", None))
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        handler = handler_for(func)
         if handler is not None:
             try:
-                for ev in handler(args, kwargs, out):
+                for ev in handler(args, kwargs or {}, out):
                     self._sink(ev)
             except Exception:  # a classification bug must never break the user's run
                 self.errors += 1
@@ -182,17 +233,30 @@ def warm_up() -> None:
 
 
 def module_names(models: Sequence[Model]) -> dict[int, str]:
-    return {id(m): dotted(prefix, label, path) for prefix, label, model in models for path, m in model.named_modules()}
+    return {id(m): path for path, m in module_paths(models)}
 
 
 class DeepSession:
-    """One inspected step: module stack, weight index and dispatch mode, installed together, removed together."""
+    """One inspected step: module stack, weight index and dispatch mode, installed together, removed together.
+
+    Module paths and weights are read afresh for each session (about 2 ms for Wan-1.3B on a CPU): a module may
+    have been replaced since the last one (a LoRA layer, a patched block), and offload moves weights around.
+    """
 
     def __init__(self, models: Sequence[Model], casts: CastTracker, expects_accelerator: bool) -> None:
-        self.stack = ModuleStack(module_names(models))
-        self.collector = StepCollector(self.stack, WeightIndex(models), casts, expects_accelerator)
+        paths = module_paths(models)
+        self.stack = ModuleStack({id(m): path for path, m in paths})
+        self.collector = StepCollector(self.stack, WeightIndex(paths=paths), casts, expects_accelerator)
         self.mode = InspectMode(self.collector.add)
+        self.inspected = 0  # denoiser forwards seen from start to end
+        self.skipped = 0  # denoiser forwards run while paused
         self._active = False
+        self._paused = False
+        self._in_forward = False
+
+    @property
+    def errors(self) -> int:
+        return self.mode.errors
 
     def start(self) -> None:
         self.stack.install()
@@ -203,12 +267,49 @@ class DeepSession:
             raise
         self._active = True
 
-    def stop(self) -> dict[str, Any]:
-        """Remove everything (safe to call twice) and return the step's deep metrics."""
+    def _take_out(self) -> None:
+        try:
+            self.mode.__exit__(None, None, None)
+        finally:
+            self.stack.remove()
+
+    def forward_begins(self, root: nn.Module) -> None:
+        """A denoiser forward starts (from its own pre-hook): count in the forward bucket."""
+        if self._active and not self._paused:
+            self.stack.enter(root)
+            self._in_forward = True
+            self.collector.in_forward(True)
+
+    def forward_ends(self) -> None:
+        if self._paused:
+            self.skipped += 1
+            self.resume()
+        elif self._active:
+            if self._in_forward:
+                self.inspected += 1
+            self._in_forward = False
+            self.collector.in_forward(False)
+
+    def pause(self) -> None:
+        """Stop seeing ops until ``resume`` (called before a denoiser forward that is not inspected)."""
+        if self._active and not self._paused:
+            self._paused = True
+            self._take_out()
+
+    def resume(self) -> None:
+        if self._active and self._paused:
+            self._paused = False
+            self.start()
+
+    def stop(self, forwards: int | None = None) -> dict[str, Any]:
+        """Remove everything (safe to call twice) and return the step's deep metrics, the inspected forwards'
+        counts scaled to ``forwards`` when some were skipped."""
         if self._active:
             self._active = False
-            try:
-                self.mode.__exit__(None, None, None)
-            finally:
-                self.stack.remove()
-        return self.collector.metrics()
+            if not self._paused:
+                self._take_out()
+            self._paused = False
+        scale = 1.0
+        if self.skipped and self.inspected and forwards:
+            scale = forwards / self.inspected
+        return self.collector.metrics(scale)

@@ -3,7 +3,10 @@
 One small function per op family, keyed by the op's overload packet, so the dispatch mode stays a lookup and
 a loop: adding an op is adding an entry here, never a branch in the mode. A handler sees the op's arguments
 and its result (the op has already run) and returns the events it stands for; most ops are not in the
-registry at all and cost the mode one dict lookup.
+registry at all and cost the mode one dict lookup (by the overload's identity, cached: hashing an
+``OpOverload`` runs Python code). Handlers run for every op of an inspected forward, so they read tensor
+properties that do not build objects (``is_cpu``, ``nbytes``, not ``device.type``), and heavy compute on the
+accelerator (the normal case) returns no event at all.
 
 "Host" is the CPU; any other device (cuda, xpu, mps, and meta in tests) counts as the accelerator.
 """
@@ -49,17 +52,25 @@ def _register(*names: str) -> Callable[[Handler], Handler]:
     return deco
 
 
+_BY_OVERLOAD: dict[int, tuple[Any, Handler | None]] = {}  # id(OpOverload) -> (the overload, its handler)
+
+
 def handler_for(func: Any) -> Handler | None:
     """The handler of an OpOverload (``aten.mm.default``), or None for ops the guards ignore."""
-    return REGISTRY.get(getattr(func, "overloadpacket", None))
+    hit = _BY_OVERLOAD.get(id(func))
+    if hit is not None and hit[0] is func:
+        return hit[1]
+    handler = REGISTRY.get(getattr(func, "overloadpacket", None))
+    _BY_OVERLOAD[id(func)] = (func, handler)  # keeps the overload alive, so its id stays its own
+    return handler
 
 
 def nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
+    return t.nbytes
 
 
 def is_host(t: torch.Tensor) -> bool:
-    return t.device.type == "cpu"
+    return t.is_cpu
 
 
 def _pinned(t: torch.Tensor) -> bool:
@@ -161,11 +172,12 @@ def _index(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEven
 # -- heavy compute ------------------------------------------------------------------------------------------
 
 
-def _compute(out: Any, flops: float) -> list[OpEvent]:
+def _compute(out: Any, flops: Callable[[], float]) -> list[OpEvent]:
+    """Heavy compute on the host: an event with its FLOPs (counted lazily). On the accelerator: nothing."""
     t = _first_tensor(out)
-    if t is None:
+    if t is None or not t.is_cpu:
         return []
-    return [OpEvent("compute", nbytes(t), host=is_host(t), flops=float(flops))]
+    return [OpEvent("compute", t.nbytes, host=True, flops=float(flops()))]
 
 
 def _mm_flops(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -176,31 +188,33 @@ def _mm_flops(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @_register("mm", "bmm", "_int_mm", "matmul", "_scaled_mm")
 def _matmul(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
-    a, b = args[0], args[1]
+    return _compute(out, lambda: _pair_flops(args[0], args[1]))
+
+
+def _pair_flops(a: Any, b: Any) -> float:
     ok = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2
-    return _compute(out, _mm_flops(a, b) if ok else 0.0)
+    return _mm_flops(a, b) if ok else 0.0
 
 
 @_register("addmm", "baddbmm", "addbmm")
 def _addmatmul(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
-    a, b = args[1], args[2]
-    ok = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dim() >= 2 and b.dim() >= 2
-    return _compute(out, _mm_flops(a, b) if ok else 0.0)
+    return _compute(out, lambda: _pair_flops(args[1], args[2]))
 
 
 @_register("linear")
 def _linear(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
-    x, w = args[0], args[1]
-    return _compute(out, 2.0 * x.numel() * w.shape[0])
+    return _compute(out, lambda: 2.0 * args[0].numel() * args[1].shape[0])
 
 
 @_register("convolution", "_convolution", "convolution_overrideable", "cudnn_convolution", "mkldnn_convolution")
 def _conv(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
     """Each output element is a dot product over C_in/groups × kernel: the weight's per-filter size."""
-    w = args[1]
-    t = _first_tensor(out)
+    return _compute(out, lambda: _conv_flops(args[1], _first_tensor(out)))
+
+
+def _conv_flops(w: Any, out: torch.Tensor | None) -> float:
     per_output = math.prod(w.shape[1:]) if isinstance(w, torch.Tensor) and w.dim() > 1 else 0
-    return _compute(out, 2.0 * (t.numel() if t is not None else 0) * per_output)
+    return 2.0 * (out.numel() if out is not None else 0) * per_output
 
 
 @_register(
@@ -214,12 +228,10 @@ def _conv(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent
 )
 def _sdpa(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
     """Q·Kᵀ and P·V: 4·(…·L·E)·S for q (…, L, E) and k (…, S, E)."""
-    q, k = args[0], args[1]
-    return _compute(out, 4.0 * q.numel() * k.shape[-2])
+    return _compute(out, lambda: 4.0 * args[0].numel() * args[1].shape[-2])
 
 
 @_register("_flash_attention_forward", "_efficient_attention_forward")
 def _attention_blhe(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
     """The kernels under SDPA take (B, L, H, E): the key length is dim 1."""
-    q, k = args[0], args[1]
-    return _compute(out, 4.0 * q.numel() * k.shape[1])
+    return _compute(out, lambda: 4.0 * args[0].numel() * args[1].shape[1])
