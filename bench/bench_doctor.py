@@ -1,14 +1,24 @@
 """How long `wandoc check` takes on a Wan-like checkout, against `python -m torch.utils.collect_env`.
 
-Both run as fresh processes, alternating, several times; the table shows medians. It measures and asserts
-nothing. Usage: python bench/bench_doctor.py [--runs 7] [--json out.json]
+Both run as fresh processes, alternating, several times; the table shows medians of wall time and of CPU time
+(user + system, which load from other processes disturbs less). It measures and asserts nothing.
+
+The children run as an installed package does: with bytecode, which a warm-up run writes into a temporary
+folder whatever PYTHONDONTWRITEBYTECODE says here (--bytecode-as-is keeps this environment's setting, e.g. a
+source checkout that compiles the doctor's modules on every run), and with the doctor's rule cache filled by
+that warm-up, in a temporary cache folder, never the user's. WANDOC_* settings are left out. Run it under
+`taskset -c 0,1` to see a 2-core machine on a larger one.
+
+Usage: python bench/bench_doctor.py [--runs 7] [--json out.json] [--bytecode-as-is]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,50 +33,83 @@ sys.path.insert(0, str(ROOT))
 from tests import wanrepo  # noqa: E402
 
 
-def timed(cmd: list[str], cwd: Path) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return time.perf_counter() - start
+    subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def child_env(tmp: Path, bytecode: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WANDOC_")}
+    env["XDG_CACHE_HOME"] = env["LOCALAPPDATA"] = str(tmp / "cache")  # the rule cache, away from the user's
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    return env
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--bytecode-as-is", action="store_true", help="keep this environment's bytecode setting")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         story = wanrepo.make_founding_story_repo(Path(tmp))
+        env = child_env(Path(tmp), bytecode=not args.bytecode_as_is)
+        check = [sys.executable, "-m", "wandoc", "check", "--fail-on", "never"]
         cases = {
-            "wandoc check": [sys.executable, "-m", "wandoc", "check", "--fail-on", "never"],
-            "wandoc check --compare well": [
-                sys.executable,
-                "-m",
-                "wandoc",
-                "check",
-                "--compare",
-                "well",
-                "--fail-on",
-                "never",
-            ],
+            "wandoc check": check,
+            "wandoc check --compare well": [*check, "--compare", "well"],
             "python -m torch.utils.collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
         }
-        times: dict[str, list[float]] = {name: [] for name in cases}
+        walls: dict[str, list[float]] = {name: [] for name in cases}
+        cpus: dict[str, list[float]] = {name: [] for name in cases}
         for cmd in cases.values():
-            timed(cmd, story.checkout)  # warm the file cache once
+            timed(cmd, story.checkout, env)  # warm the file cache, the bytecode and the rule cache once
         for _ in range(args.runs):
             for name, cmd in cases.items():
-                times[name].append(timed(cmd, story.checkout))
+                wall, cpu = timed(cmd, story.checkout, env)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+    load_after = os.getloadavg()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     result = {
         "date": date.today().isoformat(),
-        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-        f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.node()}: {cpu_model()}, {cores} cores usable, Python {platform.python_version()}",
+        "cores": cores,
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
+        "bytecode": "as is" if args.bytecode_as_is else "written by the warm-up run",
         "runs": args.runs,
-        "median_s": {name: round(statistics.median(v), 3) for name, v in times.items()},
-        "min_s": {name: round(min(v), 3) for name, v in times.items()},
+        "median_s": {name: round(statistics.median(v), 3) for name, v in walls.items()},
+        "min_s": {name: round(min(v), 3) for name, v in walls.items()},
+        "cpu_median_s": {name: round(statistics.median(v), 3) for name, v in cpus.items()},
+        "wall_s": {name: [round(x, 3) for x in v] for name, v in walls.items()},
     }
-    print(f"{'command':40s} {'median s':>9s} {'min s':>7s}")
+    print(result["machine"])
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; bytecode: {result['bytecode']}")
+    print(f"{'command':40s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s}")
     for name in cases:
-        print(f"{name:40s} {result['median_s'][name]:9.3f} {result['min_s'][name]:7.3f}")
+        print(
+            f"{name:40s} {result['median_s'][name]:9.3f} {result['min_s'][name]:7.3f} "
+            f"{result['cpu_median_s'][name]:7.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

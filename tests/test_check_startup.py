@@ -5,6 +5,7 @@ checker's walk, and a --script that names no file."""
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import os
 import subprocess
@@ -120,6 +121,22 @@ def test_check_loads_neither_torch_nor_what_it_does_not_use(story: FoundingStory
         assert out.stderr.strip().splitlines()[-1] == "[]", out.stderr
         assert "ENV-DEAD-SETTING" in out.stdout
     assert (tmp_path / "wandoc" / "rules.json").is_file()
+
+
+def test_the_program_prints_a_whole_report_and_callers_get_the_collector_back(
+    story: FoundingStory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "wandoc", "check", "--format", "json", "--fail-on", "never"],
+        cwd=story.checkout, env=_clean_env(XDG_CACHE_HOME=str(tmp_path)), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert any(f["rule"] == "ENV-DEAD-SETTING" for f in json.loads(out.stdout)["findings"])
+    assert gc.isenabled()
+    with pytest.raises(SystemExit):
+        main(["check", "--repo", str(story.checkout), "--fail-on", "never"])
+    capsys.readouterr()
+    assert gc.isenabled() and not gc.get_freeze_count()
 
 
 # -- the torch build ------------------------------------------------------------------------------------------

@@ -489,13 +489,17 @@ def main(argv: list[str] | None = None) -> None:
     else:
         _generate_args.clear()
     # A command lives under a second and frees what it builds by reference counting; the cycle collector would
-    # only walk the imported modules again and again (a fifth of `wandoc check`). Long work runs in child processes.
+    # only walk the imported modules again and again, and once more at exit (a third of `wandoc check`). Long
+    # work runs in child processes. Run as the program (no argv), the process ends here: freezing what exists
+    # lets the exit skip that last walk. Called with argv (tests, other tools), the collector is given back.
     collecting = gc.isenabled()
     gc.disable()
     try:
         app(args=args, prog_name="wandoc")
     finally:
-        if collecting:
+        if argv is None:
+            gc.freeze()
+        elif collecting:
             gc.enable()
 
 
