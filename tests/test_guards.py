@@ -253,10 +253,14 @@ def test_sampled_inspection_stays_within_its_budget() -> None:
     g = Guard("cpu", nvml=False, deep_steps=2, deep_every=2, deep_budget=0.05)
     timed = [(True, 2.0), (True, 2.0), (False, 1.0), (False, 1.0)]  # an inspected step costs a whole extra step
     g.steps = [StepMetrics(index=i, seconds=s, deep=d) for i, (d, s) in enumerate(timed)]
-    assert not g._want_deep(4)  # 1 s extra against 5% of 5 s
-    g.steps += [StepMetrics(index=i, seconds=1.0) for i in range(4, 40)]
-    assert g._want_deep(40)  # 5% of 41 s now pays for one
-    assert not g._want_deep(41)  # not a sampled step
+    assert not g._want_deep(4)  # 2 s spent on the first two and 1 s more, against 5% of 5 s
+    g.steps += [StepMetrics(index=i, seconds=1.0) for i in range(4, 60)]
+    assert g._want_deep(60)  # 5% of 61 s now pays for all three
+    assert not g._want_deep(61)  # not a sampled step
+    known = Guard("cpu", nvml=False, deep_steps=2, deep_every=2, deep_budget=0.05)
+    known.run.steps_total = 100  # the scheduler said how long the run is: 5% of 100 s is there from the start
+    known.steps = [StepMetrics(index=i, seconds=s, deep=d) for i, (d, s) in enumerate(timed)]
+    assert known._want_deep(4)
     cheap = Guard("cpu", nvml=False, deep_budget=0.05)  # at 480p an inspection costs about 1% of a step
     cheap.steps = [StepMetrics(index=i, seconds=s, deep=i < 2) for i, s in enumerate([1.01, 1.01, 1.0, 1.0])]
     assert cheap._want_deep(10)

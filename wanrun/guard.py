@@ -27,9 +27,10 @@ launches just ahead of the device, so every host microsecond and every device dr
   other forwards as copies of the seen ones (CFG runs the same code twice), as the summary says. Inspected are
   the first ``deep_steps`` steps, a step whose weights moved, and then as a sample: every ``deep_every``-th
   step and the step after one that was slow (over ``slow_factor`` times the median of the plain steps before
-  it), skipped when the measured extra time of an inspection would take the samples past ``deep_budget`` of
-  the run's step time. At 1,560 tokens and 50 steps that is about 1.5 + 0.75 step-times for steps 0 and 1,
-  plus samples within the budget: 5-8% in all, expected (``bench/bench_guard_overhead.py`` measures it).
+  it), skipped when everything inspection has cost so far (the first steps included) plus one more would pass
+  ``deep_budget`` of the run's own time. On an H100 at 1,560 tokens an inspection costs +165% of a step in
+  full and +90% in part, so a 50-step run spends its 3% on steps 0 and 1 and takes no samples; at 480p an
+  inspection costs under 1% of a step and the samples continue (``bench/bench_guard_overhead.py``).
 
 The report says which steps were inspected. Everything the guard installs (hooks, dispatch mode, sampler
 thread) is removed when the context exits, however it exits.
@@ -434,9 +435,10 @@ class Guard:
         return True
 
     def _within_budget(self) -> bool:
-        """Would one more sampled inspection keep the guard's extra time under ``deep_budget`` of the step time?
-        The extra is measured: median inspected step minus median plain step, over the steps timed so far
-        (partial inspections only, when there are some: a sample is one)."""
+        """Would one more sampled inspection keep everything inspection has cost in this run, the first steps
+        included, under ``deep_budget`` of the run's own time? Costs are measured: an inspected step's time over
+        the median plain step; the next sample is priced at the median partial inspection so far. The run's
+        length is the scheduler's step count when known, else the steps so far."""
         if self.deep_budget is None:
             return True
         done = self.steps[: len(self.steps) - len(self._pending)]
@@ -446,9 +448,10 @@ class Guard:
             return True
         partial = [s.seconds for s in done if s.deep and s.index in self._partial]
         base = statistics.median(plain)
+        spent = sum(max(seconds - base, 0.0) for seconds in deep)
         extra = max(statistics.median(partial or deep) - base, 0.0)
-        base_total = sum(plain) + len(deep) * base + base  # the run's own time so far, and the next step
-        return (self._sampled + 1) * extra <= self.deep_budget * base_total
+        steps = max(self.run.steps_total, len(done) + 1)
+        return spent + extra <= self.deep_budget * steps * base
 
     def _check_residency(self, deep: bool) -> tuple[bool, list[str], int]:
         """(inspect this step, CPU-resident modules, their bytes): a full check on inspected steps, the first

@@ -8,7 +8,7 @@ here from the model's parameter sizes, or recorded at the module by a hook of th
 from __future__ import annotations
 
 import math
-import time
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +196,6 @@ def test_steps_are_timed_on_the_device_without_draining_it(monkeypatch: pytest.M
 def test_a_step_is_the_devices_time_not_the_hosts() -> None:
     """Each step queues a kernel that keeps the device busy for a while and returns at once on the host."""
     cycles = 20_000_000
-    torch.cuda._sleep(cycles)  # the first sleeps run at idle clocks: time one after the GPU is awake
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        torch.cuda._sleep(cycles)
-        torch.cuda.synchronize()
-        samples.append(time.perf_counter() - t0)
-    busy = min(samples)
     model = nn.Linear(8, 8).cuda()
     with Guard("cuda", nvml=False, deep_steps=0, deep_every=0, model=model) as g:
         for i in range(4):
@@ -212,4 +203,14 @@ def test_a_step_is_the_devices_time_not_the_hosts() -> None:
                 model(torch.zeros(1, 8, device="cuda"))
                 torch.cuda._sleep(cycles)
     seconds = [s.seconds for s in g.report.steps]
+    # the same kernel timed by events right after (a GPU's clock changes with load: measure at the same time)
+    samples = []
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 1000)
+    busy = statistics.median(samples)
     assert len(seconds) == 4 and all(abs(x - busy) <= 0.3 * busy for x in seconds), (seconds, busy)
