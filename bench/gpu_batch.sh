@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine: `bench/gpu_batch.sh tests` runs the GPU tests; `bench/gpu_batch.sh runs` runs `wandoc check
-# --deep`, the regressions under `wanrun generate`, a user's checkout under `--repo`, and the guard-overhead
-# benchmark (each part fits one device call). Logs go to $OUT; a short table prints last. Wheels the machine lacks
+# --deep`, the regressions under `wanrun generate` and a user's checkout under `--repo`; `bench/gpu_batch.sh bench`
+# the guard-overhead benchmark (each part fits one device call). Logs go to $OUT; a short table prints last. Wheels the machine lacks
 # travel in .whl/.
 set -uo pipefail
-PART=${1:-runs}
+PART=${1:-runs}  # tests | runs | repo (the --repo part of runs alone) | bench
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -16,12 +16,18 @@ export WANDOC_TEST_CACHE=$PWD/.whl PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/machine.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/machine.txt"
 
+if [ "$PART" = bench ]; then  # the guard's overhead, both shapes; alone, it fills most of one call
+  timeout 570 python3 bench/bench_guard_overhead.py --runs "${RUNS:-8}" --python-costs \
+    --json "$OUT/guard_overhead.json" 2>&1 | tee "$OUT/bench.log" | tail -12
+  exit 0
+fi
 if [ "$PART" = tests ]; then
   timeout 560 python3 -m pytest -q -m gpu tests/gpu tests/test_pipeline.py -p no:cacheprovider 2>&1 \
     | tee "$OUT/gpu_tests.log" | tail -40
   exit 0
 fi
 OFF=$(mktemp -d)
+if [ "$PART" = runs ]; then
 python3 -c "from tests import wanrepo; from pathlib import Path; wanrepo.make_official_checkout(wanrepo.fetch_wan22_wheel(), Path('$OFF'))"
 (cd "$OFF" && timeout 120 python3 -m wandoc check --deep --shell bash -- --task t2v-1.3B --offload_model True) > "$OUT/check_deep.txt" 2>&1
 echo "wandoc check --deep exit: $?" >> "$OUT/check_deep.txt"
@@ -31,9 +37,10 @@ for sw in "" "--weights-dtype fp32" "--offload" "--cpu-block 3" "--host-copy"; d
     --out "$OFF/$name.gif" --report "$OUT/run_$name.json" --fail-on never --quiet $sw > "$OUT/run_$name.txt" 2>&1
   echo "$name exit $?"
 done
+fi
 # a user's checkout (--repo) at the Wan-1.3B shape: the fast commit and the tip with three regressions, compared
 REPO=$(mktemp -d)
-python3 - "$REPO" <<'PY' > "$OUT/repo_build.txt" 2>&1
+python3 - "$REPO" <<'PY' > "$OUT/repo_build.txt" 2> "$OUT/repo_build.err"
 import sys; sys.path.insert(0, "tests")
 from pathlib import Path
 from runnable_wan import WAN_1_3B_MODEL, make_runnable_repo
@@ -44,14 +51,14 @@ PY
 read -r WAN CKPT FAST TIP < "$OUT/repo_build.txt"
 for ref in fast main; do
   git -C "$WAN" checkout -q "$ref"
-  timeout 240 python3 -m wanrun generate --repo "$WAN" --fail-on never --report "$OUT/repo_$ref.json" -- \
+  timeout 240 python3 -m wanrun generate --repo "$WAN" --fail-on never --report "$OUT/repo_$ref.json" \
+    --html "$OUT/repo_$ref.html" -- \
     --task t2v-1.3B --size '832*480' --frame_num 21 --offload_model False --convert_model_dtype \
     --ckpt_dir "$CKPT" --sample_steps 6 > "$OUT/repo_$ref.txt" 2>&1
   echo "repo $ref exit $?"
 done
 git -C "$WAN" checkout -q main
 python3 -m wanrun compare "$OUT/repo_fast.json" "$OUT/repo_main.json" > "$OUT/repo_compare.txt" 2>&1; echo "compare exit $?"
-timeout 300 python3 bench/bench_guard_overhead.py --runs 3 --json "$OUT/guard_overhead.json" 2>&1 | tee "$OUT/bench.log" | tail -15
 python3 - <<'PY'
 import json, glob, os
 out = os.environ.get("OUT", "/tmp/out")
