@@ -64,7 +64,10 @@ import json, glob, os
 out = os.environ.get("OUT", "/tmp/out")
 print(f"{'run':22s} {'s/step':>7s} {'H2D MB':>8s} {'cast MB':>8s} {'rep MB':>8s} {'cpu ops':>7s}  findings")
 for path in sorted(glob.glob(f"{out}/run_*.json")) + sorted(glob.glob(f"{out}/repo_*.json")):
-    r = json.load(open(path)); s = r["steps"][1] if len(r["steps"]) > 1 else r["steps"][0]
+    r = json.load(open(path))
+    if not r["steps"]:
+        print(f"{os.path.basename(path)[:-5]:22s} no steps: {r['summary'].get('error')}"); continue
+    s = r["steps"][1] if len(r["steps"]) > 1 else r["steps"][0]
     rules = ",".join(sorted({f["rule"] for f in r["findings"] if f["severity"] != "info"}))
     print(f"{os.path.basename(path)[:-5]:22s} {s['seconds']:7.3f} {s['h2d_bytes']/2**20:8.1f} "
           f"{s['cast_bytes']/2**20:8.1f} {s['repeated_cast_bytes']/2**20:8.1f} {s['cpu_ops']:7d}  {rules}")

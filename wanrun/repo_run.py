@@ -32,8 +32,10 @@ import os
 import runpy
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +72,8 @@ def _class_names(obj: object) -> set[str]:
     return {c.__name__ for c in type(obj).__mro__}
 
 
-def _under(path: str | None, root: Path) -> bool:
-    if not path:
+def _under(path: object, root: Path) -> bool:
+    if not isinstance(path, str) or not path:
         return False
     try:
         return Path(path).resolve().is_relative_to(root)
@@ -128,6 +130,7 @@ class RepoRunner:
         self._seen_modules: set[str] = set()
         self._modules_len = 0
         self._pending = False  # a module seen half-executed waits for the next import to be looked at
+        self._scanning = False
         self._state = _State()
         self._global_hook: Any = None
         self._local_hooks: list[Any] = []
@@ -184,7 +187,8 @@ class RepoRunner:
         tops |= {p.stem for p in self.repo.glob("*.py")}
         for name in list(sys.modules):
             mod = sys.modules.get(name)
-            if name.split(".", 1)[0] in tops or _under(getattr(mod, "__file__", None), self.repo):
+            path = mod.__dict__.get("__file__") if isinstance(mod, types.ModuleType) else None
+            if name.split(".", 1)[0] in tops or _under(path, self.repo):
                 sys.modules.pop(name, None)
 
     def _remove_hooks(self) -> None:
@@ -220,25 +224,36 @@ class RepoRunner:
         return __import__
 
     def _scan_new_modules(self) -> None:
-        self._modules_len, self._pending = len(sys.modules), False
-        for name in list(sys.modules):
-            if name in self._seen_modules:
-                continue
-            mod = sys.modules.get(name)
-            if getattr(getattr(mod, "__spec__", None), "_initializing", False):
-                self._pending = True  # still executing (this import is nested in it): look again when done
-                continue
-            self._seen_modules.add(name)
-            path = getattr(mod, "__file__", None)
-            if _under(path, self.repo):
-                self.imported.append(Path(path).resolve().relative_to(self.repo).as_posix())
-            namespace = getattr(mod, "__dict__", None)
-            if not isinstance(namespace, dict):
-                continue
-            for target in self._names.intersection(namespace):
-                obj = namespace[target]
-                if getattr(obj, "__module__", None) == name:
-                    self._patch(mod, target, obj)
+        """Look at modules that finished importing. Only real modules, through their ``__dict__``: some
+        packages put objects in ``sys.modules`` whose ``__getattr__`` imports more (Cython's ``cimports``), and
+        an attribute read must not start an import from inside this one."""
+        if self._scanning:
+            return
+        self._scanning = True
+        try:
+            self._modules_len, self._pending = len(sys.modules), False
+            for name in list(sys.modules):
+                if name in self._seen_modules:
+                    continue
+                mod = sys.modules.get(name)
+                namespace = mod.__dict__ if isinstance(mod, types.ModuleType) else None
+                if namespace is None:
+                    self._seen_modules.add(name)
+                    continue
+                spec = namespace.get("__spec__")
+                if isinstance(spec, ModuleSpec) and getattr(spec, "_initializing", False):
+                    self._pending = True  # still executing (this import is nested in it): look again when done
+                    continue
+                self._seen_modules.add(name)
+                path = namespace.get("__file__")
+                if _under(path, self.repo):
+                    self.imported.append(Path(str(path)).resolve().relative_to(self.repo).as_posix())
+                for target in self._names.intersection(namespace):
+                    obj = namespace[target]
+                    if getattr(obj, "__module__", None) == name:
+                        self._patch(mod, target, obj)
+        finally:
+            self._scanning = False
 
     def _patch(self, module: Any, name: str, obj: Any) -> None:
         t = self.targets
