@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from clirun import run_wandoc as run_cli
 from wanrepo import SLOW_ATTENTION_PY, SLOW_KINDS, commit_all, git, make_simple_wan_repo, write_files
 
 from wandoc.bisect import (
@@ -30,7 +31,6 @@ from wandoc.bisect import (
     bisect,
     check_range,
 )
-from wandoc.cli import main
 from wandoc.judge import RunJudge, run_args, with_steps
 from wandoc.render.bisect import result_lines
 
@@ -482,16 +482,6 @@ def test_an_interrupted_run_interrupts_the_bisection(tmp_path: Path, temp_root: 
 
 
 # -- the command ---------------------------------------------------------------------------------------
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_the_command(tmp_path: Path, temp_root: Path, fake_wanrun: list[str], capsys, monkeypatch) -> None:

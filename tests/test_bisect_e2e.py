@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from clirun import run_wandoc as run_cli
 from runnable_wan import RunnableRepo
-from test_bisect import assert_clean, run_cli, user_state
+from test_bisect import assert_clean, user_state
 from wanrepo import git
 
 pytestmark = pytest.mark.slow

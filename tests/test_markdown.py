@@ -10,24 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import run_wandoc as run
 
-from wandoc.cli import main
 from wandoc.engine import Finding
 from wandoc.facts import Facts
 from wandoc.render.markdown import code, render_check_markdown, text
 
 MACHINES = Path(__file__).resolve().parent / "fixtures" / "machines"
 HOSTILE = "<script>alert(1)</script>"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -277,7 +277,8 @@ def test_torchrun_ranks_merge_into_one_report(tmp_path: Path) -> None:
 def test_objects_in_sys_modules_that_import_on_attribute_access(tmp_path: Path) -> None:
     """Some packages (Cython's ``cimports``) put objects in sys.modules whose ``__getattr__`` imports: looking at
     them must not start an import from inside the runner's own import hook."""
-    (tmp_path / "shadow.py").write_text(textwrap.dedent("""\
+    (tmp_path / "shadow.py").write_text(
+        textwrap.dedent("""\
         import sys
 
         class Shadow:
@@ -286,7 +287,8 @@ def test_objects_in_sys_modules_that_import_on_attribute_access(tmp_path: Path) 
                 return Shadow()
 
         sys.modules["shadow_cimports"] = Shadow()
-    """))
+    """)
+    )
     source = "import shadow\n" + TWO_EXPERTS
     guard, runner = run_script(tmp_path, source, ["3"], load_targets())
     assert runner.outcome.exit_code == 0, runner.outcome.error

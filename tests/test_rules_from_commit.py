@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from clirun import run_wandoc as run
 from wanrepo import (
     FAST_ATTENTION_PY,
     GENERATE_PY,
@@ -18,21 +19,10 @@ from wanrepo import (
     write_files,
 )
 
-from wandoc.cli import main
 from wandoc.engine import Rule, evaluate, load_rule_file
 from wandoc.facts import CodeSite, Facts, RepoFacts
 from wandoc.probes.git_compare import probe_ref
 from wandoc.probes.repo_code import probe_repo
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def fires(rule: Rule, repo: RepoFacts) -> list[str]:

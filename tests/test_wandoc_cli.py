@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import run_wandoc as run
 
 from wandoc import rulebook
-from wandoc.cli import main
 from wandoc.render.rules_doc import rules_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,16 +20,6 @@ HIDDEN_GPU = {
     "env": {"vars": {"CUDA_VISIBLE_DEVICES": ""}},
     "nvml": {"available": True, "gpu_count": 1, "visible_indices": [], "gpus": [{"name": "NVIDIA GeForce RTX 4090"}]},
 }
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
