@@ -197,6 +197,8 @@ def test_a_step_is_the_devices_time_not_the_hosts() -> None:
     """Each step queues a kernel that keeps the device busy for a while and returns at once on the host."""
     cycles = 20_000_000
     model = nn.Linear(8, 8).cuda()
+    torch.cuda._sleep(cycles)  # an idle GPU runs its first kernels at low clocks: wake it first
+    torch.cuda.synchronize()
     with Guard("cuda", nvml=False, deep_steps=0, deep_every=0, model=model) as g:
         for i in range(4):
             with g.step(i):
@@ -213,4 +215,7 @@ def test_a_step_is_the_devices_time_not_the_hosts() -> None:
         end.synchronize()
         samples.append(start.elapsed_time(end) / 1000)
     busy = statistics.median(samples)
-    assert len(seconds) == 4 and all(abs(x - busy) <= 0.3 * busy for x in seconds), (seconds, busy)
+    # the host returns from each step at once: a host timer would read ~0; the first step may still find the
+    # clocks ramping up (slower, never faster)
+    assert len(seconds) == 4 and all(abs(x - busy) <= 0.3 * busy for x in seconds[1:]), (seconds, busy)
+    assert seconds[0] >= 0.7 * busy, (seconds, busy)
