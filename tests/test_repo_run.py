@@ -294,3 +294,15 @@ def test_objects_in_sys_modules_that_import_on_attribute_access(tmp_path: Path) 
     assert runner.outcome.exit_code == 0, runner.outcome.error
     assert len(guard.report.steps) == 3
     sys.modules.pop("shadow_cimports", None)
+
+
+def test_ctrl_c_in_the_users_loop_keeps_a_partial_report(tmp_path: Path) -> None:
+    source = TWO_EXPERTS.replace(
+        "        return x - 0.1 * noise",
+        "        if float(t) < 500:\n            raise KeyboardInterrupt\n        return x - 0.1 * noise",
+    )
+    before = builtins.__import__
+    guard, runner = run_script(tmp_path, source, ["6"], load_targets())
+    assert runner.outcome.interrupted and runner.outcome.exit_code == 130
+    assert 0 < len(guard.report.steps) < 6 and guard._open is None and guard.report.summary.interrupted
+    assert builtins.__import__ is before and not nn.modules.module._global_forward_pre_hooks

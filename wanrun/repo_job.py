@@ -86,11 +86,6 @@ def run_repo_job(job: RepoJob, console: Console) -> tuple[int, Report, Finding |
     runner = RepoRunner(repo, job.script, job.args, guard, job.targets, on_total=lambda n: setattr(view, "total", n))
     with view, guard:
         outcome = runner.run()
-        if outcome.error is not None:
-            guard.error = outcome.error
-        elif outcome.exit_code != 0 and outcome.stopped is None and not outcome.interrupted:
-            guard.error = f"{job.script} exited with status {outcome.exit_code}"
-        guard.interrupted = outcome.interrupted
     report = guard.report
     report.doctor = list(verdict.findings)
     report.run.args["script_exit_code"] = outcome.exit_code

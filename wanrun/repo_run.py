@@ -178,7 +178,17 @@ class RepoRunner:
             os.chdir(saved_cwd)
             self._drop_repo_modules()
             self._record_phases(t0)
+        self._tell_guard()
         return self.outcome
+
+    def _tell_guard(self) -> None:
+        """The guard's report says how the script ended: the runner, not the guard's context, caught it."""
+        out = self.outcome
+        if out.error is not None:
+            self.guard.error = out.error
+        elif out.exit_code != 0 and out.stopped is None and not out.interrupted:
+            self.guard.error = f"{self.script.name} exited with status {out.exit_code}"
+        self.guard.interrupted = self.guard.interrupted or out.interrupted
 
     def _drop_repo_modules(self) -> None:
         """Forget the checkout's modules (and any module of the same top-level name from elsewhere), so each
