@@ -74,3 +74,13 @@ def test_report_round_trip(tmp_path: Path) -> None:
     loaded = load_report(path)
     assert loaded.steps[0].seconds == 0.75 and loaded.findings[0].rule == "RUN-SYNCS"
     assert json.loads(path.read_text())["schema"] == "wanrun.report/1"
+
+
+def test_step_time_leaves_out_the_inspected_steps() -> None:
+    """Inspected steps pay for the inspection: a run with more of them is not slower for it."""
+    a = report(0.5)
+    b = report(0.5)
+    for step in b.steps[2:4]:
+        step.deep, step.seconds = True, 1.5
+    rows = {r.metric: r for r in compare(a, b).rows}
+    assert rows["s/step"].b == 0.5 and not rows["s/step"].worse

@@ -82,10 +82,12 @@ def _read(report: Path) -> dict[str, Any]:
 
 
 def _median_step(report: dict[str, Any]) -> float | None:
+    """The median step time as ``wanrun compare`` reads it: of the steps not inspected op by op, when any."""
     steps = report.get("steps")
-    values = [s["seconds"] for s in steps if isinstance(s, dict) and isinstance(s.get("seconds"), int | float)] if (
+    timed = [s for s in steps if isinstance(s, dict) and isinstance(s.get("seconds"), int | float)] if (
         isinstance(steps, list)
     ) else []  # fmt: skip
+    values = [s["seconds"] for s in timed if not s.get("deep")] or [s["seconds"] for s in timed]
     return statistics.median(values) if values else None
 
 

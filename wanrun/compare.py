@@ -3,7 +3,8 @@
 Per-step metrics are compared as medians over steps, so a run of 10 steps compares with a run of 50 and one
 slow first step (compile, cold caches) does not decide the verdict. Copies, casts, syncs and CPU ops are medians
 over the inspected steps only: the other steps were not looked at op by op, and their zeros would hide a
-regression that every inspected step shows. Notes (``info``) never count as new findings.
+regression that every inspected step shows. Step time is the median of the other steps, whose time is the run's
+own (an inspected step also pays for the inspection). Notes (``info``) never count as new findings.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ class Metric:
     read: Callable[[StepMetrics], float | None]
     higher_is_worse: bool = True
     inspected_only: bool = False  # measured by per-op inspection: 0 on the other steps means "not looked"
+    plain_only: bool = False  # a time: inspected steps carry the inspection's own cost, so they are left out
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("s/step", "s", lambda s: s.seconds),
+    Metric("s/step", "s", lambda s: s.seconds, plain_only=True),
     Metric("H2D bytes/step", "bytes", lambda s: s.h2d_bytes, inspected_only=True),
     Metric("D2H bytes/step", "bytes", lambda s: s.d2h_bytes, inspected_only=True),
     Metric("copies/step", "count", lambda s: s.copies, inspected_only=True),
@@ -86,7 +88,11 @@ def load_report(path: Path) -> Report:
 
 
 def _median(report: Report, metric: Metric) -> float | None:
-    steps = [s for s in report.steps if s.deep] if metric.inspected_only else report.steps
+    steps = report.steps
+    if metric.inspected_only:
+        steps = [s for s in steps if s.deep]
+    elif metric.plain_only:
+        steps = [s for s in steps if not s.deep] or steps  # a run inspected throughout has only those
     values = [v for s in steps if (v := metric.read(s)) is not None]
     return float(statistics.median(values)) if values else None
 
