@@ -20,6 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from wanrepo import UTILS_PY as WANREPO_UTILS_PY
 from wanrepo import commit_all, git, write_files
 
 GENERATE_PY = '''\
@@ -182,28 +183,18 @@ class Wan2_1_VAE:
         return videos
 '''
 
-UTILS_PY = '''\
-"""Saving and argument helpers."""
-import argparse
-
+UTILS_PY = (
+    WANREPO_UTILS_PY
+    + """
 import numpy as np
-
-
-def str2bool(v):
-    if isinstance(v, bool):
-        return v
-    if v.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if v.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError("Boolean value expected (True/False)")
 
 
 def save_video(tensor, save_file=None, fps=16):
     frames = ((tensor[0].float().clamp(-1, 1) + 1) * 127.5).to("cpu").numpy().astype(np.uint8)
     np.save(save_file, frames)
     return save_file
-'''
+"""
+)  # the str2bool of the other fixture checkouts, and a save_video that writes frames as .npy
 
 FAST_ATTENTION_PY = '''\
 """Attention: FlashAttention when installed, else PyTorch SDPA (the fused kernels)."""
