@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,12 @@ def runnable(tmp_path_factory: pytest.TempPathFactory) -> RunnableRepo:
     if wheel is None:
         pytest.skip("the wan22 wheel is not cached and cannot be downloaded")
     return make_runnable_repo(wheel, tmp_path_factory.mktemp("runnable"))
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private temp folder for ``tempfile``, so a test can see that nothing was left in it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,15 +78,6 @@ def user_state(root: Path) -> tuple[str, ...]:
         git(root, "worktree", "list", "--porcelain"),
         git(root, "for-each-ref"),
     )
-
-
-@pytest.fixture
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private temp folder, so the test can see that nothing was left in it."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    return tmp
 
 
 def assert_clean(root: Path, before: tuple[str, ...], temp_root: Path, judge: FakeJudge | None = None) -> None:

@@ -9,7 +9,6 @@ the runs keep to one.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,15 @@ pytestmark = pytest.mark.slow
 
 
 def test_bisect_names_the_slow_attention_commit_and_a_rule_follows(
-    runnable: RunnableRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    runnable: RunnableRepo,
+    tmp_path: Path,
+    temp_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = tmp_path / "wan"
     git(tmp_path, "clone", "-q", str(runnable.root), "wan")
     git(repo, "checkout", "-q", "main")
-    temp_root = tmp_path / "tmp"
-    temp_root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the judge's runs inherit it
     before = user_state(repo)
 

@@ -3,7 +3,6 @@ and judges other checkouts: it fires on the slow side's facts and stays quiet on
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,6 @@ from wandoc.probes.repo_code import probe_repo
 
 def fires(rule: Rule, repo: RepoFacts) -> list[str]:
     return [f.message for f in evaluate([rule], Facts(repo=repo).as_tree())]
-
-
-@pytest.fixture
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    return tmp
 
 
 def assert_nothing_left(top: Path, temp_root: Path, worktrees: int = 1) -> None:

@@ -76,13 +76,6 @@ def _config_error(exc: Exception) -> str:
     return f"--{field}: {msg}" if field else msg
 
 
-def _where(exc: BaseException) -> str:
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
-
-
 GENERATE_HELP = """Generate a clip under the guards: the built-in Wan-style pipeline, or your checkout's own \
 generate.py with --repo DIR and its arguments after --.
 
@@ -296,6 +289,7 @@ def _run(
     """Run the pipeline under a guard: exit code, report, and the finding that stopped a strict run."""
     import torch
 
+    from wandoc.errors import failure_line
     from wandoc.metrics import RunInfo
     from wanrun.guard import Guard, GuardStop
     from wanrun.live import LiveView
@@ -329,7 +323,7 @@ def _run(
         _err("interrupted; the report covers the steps that ran")
     except Exception as exc:
         code = EXIT_FAILED
-        _err(f"the generation failed: {type(exc).__name__}: {exc}{_where(exc)}")
+        _err(f"the generation failed: {failure_line(exc)}")
     return code, guard.report, stop
 
 

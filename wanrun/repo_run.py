@@ -41,6 +41,7 @@ from typing import Any
 
 from torch import nn
 
+from wandoc.errors import failure_line
 from wandoc.metrics import Phase
 from wanrun.guard import Guard, GuardStop
 from wanrun.targets import Targets
@@ -59,13 +60,6 @@ class ScriptOutcome:
     stopped: GuardStop | None = None  # strict mode ended it
     interrupted: bool = False
     found_by: str = ""  # how the denoiser was found: "class WanModel", "size", "" (not found)
-
-
-def _where(exc: BaseException) -> str:
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return f" (at {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})" if tb is not None else ""
 
 
 def _class_names(obj: object) -> set[str]:
@@ -170,7 +164,7 @@ class RepoRunner:
             self.outcome.interrupted, self.outcome.exit_code = True, 130
         except Exception as exc:
             self.outcome.exit_code = 1
-            self.outcome.error = f"{type(exc).__name__}: {exc}{_where(exc)}"
+            self.outcome.error = failure_line(exc)
         finally:
             builtins.__import__ = saved_import
             self._remove_hooks()
@@ -430,18 +424,10 @@ def _exit_code(code: object) -> int:
     return 1
 
 
-@functools.lru_cache(maxsize=64)
-def _signature_cached(fn: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-
-
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        return _signature_cached(fn)
-    except TypeError:  # unhashable callable
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or an odd callable: the output file is read from the result
         return None
 
 
