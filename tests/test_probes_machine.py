@@ -628,3 +628,16 @@ def test_probe_packages_error_is_a_fact(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "flash_attn_interface", SimpleNamespace(__spec__=None))
     facts = packages.probe_packages()
     assert not facts.flash_attn_3.installed and facts.flash_attn_3.error is not None
+
+
+def test_deep_imports_nothing_from_the_current_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Run inside a checkout (as the README says), the child must not import the checkout's json.py or torch.py."""
+    marks = tmp_path / "marks.txt"
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name in ("json", "torch", "time", "sys"):
+        (checkout / f"{name}.py").write_text(f"open({str(marks)!r}, 'a').write('{name}\\n')\n", encoding="utf-8")
+    monkeypatch.chdir(checkout)
+    deep = torch_deep.probe_torch_deep(timeout=90)
+    assert not marks.exists(), marks.read_text(encoding="utf-8")
+    assert deep.error is None and deep.import_ok  # the real torch was found all the same

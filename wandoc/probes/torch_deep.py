@@ -3,6 +3,10 @@
 Reading the wheel's files says what was installed; only an import says whether it loads (a missing DLL on
 Windows, a driver too old for the wheel's CUDA, a card the wheel has no kernels for). A child process keeps
 a crash or a hang out of the doctor and leaves its own process free of CUDA.
+
+The child must import the user's torch and nothing of the checkout: ``python -c`` puts the current folder first
+on the import path, so a ``json.py`` or ``torch.py`` in the checkout (where the README says to run the check)
+would run. It starts with ``-P`` (no unsafe path first) in an empty folder of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 from wandoc.facts import TorchDeep
@@ -81,15 +86,17 @@ def probe_torch_deep(timeout: float = 90.0, python: str = sys.executable) -> Tor
     deep = TorchDeep(ran=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            [python, "-c", SCRIPT],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        with tempfile.TemporaryDirectory(prefix="wandoc-deep-") as empty:
+            proc = subprocess.run(
+                [python, "-P", "-c", SCRIPT],
+                cwd=empty,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
     except subprocess.TimeoutExpired:
         deep.error = f"timed out after {timeout:g} s (importing torch or initialising CUDA hung)"
         deep.seconds = time.perf_counter() - start
