@@ -501,7 +501,10 @@ def test_the_command(tmp_path: Path, temp_root: Path, fake_wanrun: list[str], ca
     (["--good", "nope", "--bad", "main"], "wandoc: unknown --good ref: nope\n", 2),
     (["--good", "main", "--bad", "main~1"], "wandoc: --good main is not an ancestor of --bad main~1; ", 2),
     (["--good", "main~1", "--bad", "main", "--steps", "0"], "wandoc: --steps: must be 1 or more\n", 2),
-    (["--good", "main~1", "--bad", "main", "--threshold", "0.9"], "wandoc: --threshold: must be 1.0 or more\n", 2),
+    (["--good", "main~1", "--bad", "main", "--threshold", "0.9"],
+     "wandoc: --threshold: must be a finite number of 1.0 or more, not 0.9\n", 2),
+    (["--good", "main~1", "--bad", "main", "--threshold", "nan"],  # NaN compares false: every commit would be good
+     "wandoc: --threshold: must be a finite number of 1.0 or more, not nan\n", 2),
     (["--good", "main~1", "--bad", "main"], "wandoc: the bad ref main is not worse than main~1", 1),
 ])  # fmt: skip
 def test_the_command_refuses_with_one_line(

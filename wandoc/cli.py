@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -269,8 +270,8 @@ def bisect_cmd(
 
     if steps is not None and steps < 1:
         fail("--steps: must be 1 or more")
-    if threshold is not None and threshold < 1.0:
-        fail("--threshold: must be 1.0 or more")
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 1.0):
+        fail(f"--threshold: must be a finite number of 1.0 or more, not {threshold}")
     repo = repo or _settings().repo
     try:
         rng = check_range(repo, good, bad, script)
@@ -492,6 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     # only walk the imported modules again and again, and once more at exit (a third of `wandoc check`). Long
     # work runs in child processes. Run as the program (no argv), the process ends here: freezing what exists
     # lets the exit skip that last walk. Called with argv (tests, other tools), the collector is given back.
+    from wandoc.streams import tolerate_encoding
+
+    tolerate_encoding()
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -39,7 +39,9 @@ thread) is removed when the context exits, however it exits.
 from __future__ import annotations
 
 import bisect
+import os
 import platform
+import stat
 import statistics
 import time
 import warnings
@@ -56,14 +58,26 @@ from torch import nn
 from wandoc import rulebook
 from wandoc.engine import Finding, Rule
 from wandoc.metrics import Phase, Report, RunInfo, StepHistory, StepMetrics, Summary
+from wanrun import ending
 from wanrun.guards.casts import CastTracker
 from wanrun.guards.clock import StepClock, StepTiming
 from wanrun.guards.dispatch import DeepSession, warm_up
+from wanrun.guards.handles import remove_handles
 from wanrun.guards.nvml_sampler import NvmlSampler
 from wanrun.guards.residency import Residency
 from wanrun.runtime import RuntimeRules
 
 PHASE_NAMES = ("load", "encode", "denoise", "decode", "save", "other")
+_stat = os.stat  # taken at import, before any user script runs (a script may patch os)
+
+
+def _isfile(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(_stat(path).st_mode)
+    except OSError:
+        return False
+
+
 _DENOISER_HINTS = ("denois", "dit", "transformer", "unet", "noise_model", "expert", "wanmodel")
 _OTHER_HINTS = ("vae", "text", "t5", "clip", "encoder", "decoder", "tokenizer", "image")
 
@@ -163,6 +177,7 @@ class Guard:
         model: nn.Module | None = None,
         run: RunInfo | dict[str, Any] | None = None,
         shell: str | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.deep_steps, self.deep_every, self.slow_factor = deep_steps, deep_every, slow_factor
@@ -170,6 +185,7 @@ class Guard:
         self.deep_forwards = deep_forwards if deep_forwards else None  # None: inspected steps see every forward
         self.strict = strict
         self.on_finding, self.on_step = on_finding, on_step
+        self.on_progress = on_progress  # after a step is judged or a phase ends: a caller saving the report as it goes
         self._rules = RuntimeRules(self._load_rules(rules), shell)
         self.run = run.model_copy() if isinstance(run, RunInfo) else RunInfo.model_validate(run or {})
         self.run.device = self.run.device or str(self.device)
@@ -182,6 +198,7 @@ class Guard:
         self.output: Path | None = None
         self.error: str | None = None
         self.interrupted = False
+        self.ended_by: str | None = None  # what ended the run (Summary.ended_by); set on exit when not said before
         self._want_nvml = nvml
         self._sampler: NvmlSampler | None = None
         self._clock = StepClock(self.device)
@@ -223,25 +240,37 @@ class Guard:
     # -- context --------------------------------------------------------------------------------------------
 
     def __enter__(self) -> Guard:
-        if self.deep_steps > 0 or self.deep_every > 0:
-            warm_up()  # before the clock starts: a one-time cost of the guard, not of the run
         self._t_start = time.perf_counter()
-        if self._want_nvml and self.device.type == "cuda":
-            self._start_nvml()
-        if self._pending_model is not None:
-            self.attach_model(self._pending_model, "denoiser", denoiser=True)
-            self._pending_model = None
+        try:
+            if self.deep_steps > 0 or self.deep_every > 0:
+                warm_up()  # a one-time cost of the guard, not of the run: the clock restarts after it
+                self._t_start = time.perf_counter()
+            if self._want_nvml and self.device.type == "cuda":
+                self._start_nvml()
+            if self._pending_model is not None:
+                self.attach_model(self._pending_model, "denoiser", denoiser=True)
+                self._pending_model = None
+        except BaseException as exc:  # Ctrl-C while starting is an interrupted run too, with a report that says so
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        ending.hold()  # the run is over: a signal now must not break the report's making
         try:
             if self._open is not None:
                 self._end_step(evaluate=False)
             self._settle(wait=True)  # judge the steps still in flight; the run is over, so no strict stop
+        except Exception as err:  # a device that failed: the report keeps what was judged
+            warnings.warn(f"wanrun: could not judge the last steps: {err}", stacklevel=2)
         finally:
             self._teardown()
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | GuardStop):
+        if exc_type is not None and issubclass(exc_type, GuardStop):
             self.interrupted = True
+            self.ended_by = self.ended_by or "strict"
+        elif exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.interrupted = True
+            self.ended_by = self.ended_by or getattr(exc, "reason", "KeyboardInterrupt")
         elif exc is not None:
             self.error = f"{type(exc).__name__}: {exc}"
         try:
@@ -252,11 +281,10 @@ class Guard:
 
     def _teardown(self) -> None:
         for attached in self._models:
-            for handle in attached.handles:
-                handle.remove()
-            attached.handles.clear()
+            remove_handles(attached.handles)
         if self._sampler is not None:
-            self._sampler.stop()
+            with suppress(Exception):
+                self._sampler.stop()
         if self._t_end is None:
             self._t_end = time.perf_counter()
 
@@ -297,6 +325,7 @@ class Guard:
             seconds = time.perf_counter() - t0
             self.phases.append(Phase(name=kind, seconds=seconds, label="" if kind == name else name))
         self._settle_between_steps()
+        self._progress()
 
     def _settle_between_steps(self) -> None:
         """Judge the steps in flight when no step is open (a phase boundary, after the device was drained)."""
@@ -365,11 +394,29 @@ class Guard:
             summary=summary,
         )
 
+    def snapshot(self) -> Report:
+        """The report as far as the run has been judged, marked partial: what is saved while the run goes. Steps
+        whose time is not known yet are left out (the step in flight), and run-scope rules are not judged."""
+        if self._summary is not None:
+            return self.report
+        judged = self.steps[: self._judged]
+        summary = self._build_summary(judged)
+        summary.partial, summary.ended_by = True, None
+        return Report(
+            run=self.run.model_copy(),
+            phases=list(self.phases),
+            steps=list(judged),
+            findings=list(self.findings),
+            summary=summary,
+        )
+
     def finish(self) -> Report:
         """Judge the whole run (run-scope rules) and freeze the summary; called on exit, idempotent."""
         if self._summary is None:
             if self._t_end is None:
                 self._t_end = time.perf_counter()
+            if self.ended_by is None:
+                self.ended_by = "error" if self.error else "finished"
             summary = self._build_summary()
             for finding in self._rules.at_end(self.run, summary):
                 self._emit(finding)
@@ -518,7 +565,7 @@ class Guard:
     def _settle(self, wait: bool) -> Finding | None:
         """Judge the recorded steps in order, as far as their times are known: older steps are waited for (the
         device is past them, or nearly), the newest only when ``wait``. Returns the first strict-mode stop."""
-        stop = None
+        stop, judged = None, False
         while self._pending:
             p = self._pending[0]
             try:
@@ -531,7 +578,18 @@ class Guard:
             self._pending.popleft()
             found = self._judge(p)
             stop = stop or found
+            judged = True
+        if judged:
+            self._progress()
         return stop
+
+    def _progress(self) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress()
+        except Exception as err:  # saving the report as it goes must never stop a generation
+            warnings.warn(f"wanrun: could not save the report so far: {err!r}", stacklevel=3)
 
     def _judge(self, p: _Pending) -> Finding | None:
         step, timing = p.step, p.timing
@@ -590,14 +648,17 @@ class Guard:
 
     # -- summary --------------------------------------------------------------------------------------------
 
-    def _build_summary(self) -> Summary:
-        steps = self.steps
+    def _build_summary(self, steps: list[StepMetrics] | None = None) -> Summary:
+        steps = self.steps if steps is None else steps
         utils = [s.gpu_util for s in steps if s.gpu_util is not None]
         phases: dict[str, float] = {}
         for p in self.phases:
             phases[p.name] = phases.get(p.name, 0.0) + p.seconds
         end = self._t_end if self._t_end is not None else time.perf_counter()
-        output_bytes = self.output.stat().st_size if self.output is not None and self.output.is_file() else 0
+        output_bytes = 0
+        if self.output is not None:
+            with suppress(OSError, ValueError):  # a file gone, or a script that patched os.stat
+                output_bytes = _stat(self.output).st_size if _isfile(self.output) else 0
         return Summary(
             steps=len(steps),
             seconds_total=end - self._t_start if self._t_start is not None else 0.0,
@@ -618,6 +679,7 @@ class Guard:
             output_bytes=output_bytes,
             error=self.error,
             interrupted=self.interrupted,
+            ended_by=self.ended_by,
         )
 
     def _checked(self) -> list[str]:

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from wandoc.engine import Finding
 from wandoc.metrics import StepMetrics
+from wandoc.render.terminal_safe import printable
 from wandoc.render.text import MARKS
 
 MB = 1e6
@@ -90,6 +91,10 @@ class LiveView:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def on_finding(self, finding: Finding) -> None:
+        # module paths and messages come from the user's code: escapes are shown, never sent
+        keys = ("title", "message", "fix", "module", "rule")
+        texts = {k: v for k in keys if isinstance(v := getattr(finding, k), str)}
+        finding = finding.model_copy(update={k: printable(v) for k, v in texts.items()})
         mark, style = MARKS.get(finding.severity, ("•", ""))
         where = []
         if finding.step is not None:

@@ -433,6 +433,7 @@ def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b
         for label, items in (("New in B", cmp.new_findings), ("Gone in B", cmp.gone_findings))
         if items
     ]
+    changes += [f'<p class="note">{esc(note)}</p>' for note in cmp.notes]
     older = findings_section(a.findings, where=True, grouped=False)
     body = [
         f"<h1>wanrun compare: {esc(a_name)} → {esc(b_name)}</h1>",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from dataclasses import replace
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +16,7 @@ from rich.table import Table
 
 from wandoc.engine.expr import HELPERS
 from wandoc.metrics import Report, StepMetrics
+from wandoc.render.terminal_safe import printable, printable_data
 from wandoc.render.text import counts_line, print_findings
 from wanrun.compare import Comparison
 
@@ -96,7 +98,9 @@ def headline(report: Report) -> str:
 
 
 def render(report: Report, console: Console) -> None:
-    """The summary of one run report."""
+    """The summary of one run report. Every text in it came from the run (module names, paths, a script's
+    exception): escape sequences are shown, never sent to the terminal."""
+    report = Report.model_validate(printable_data(report.model_dump(by_alias=True)))
     s = report.summary
     console.print(f"[bold]{escape(headline(report))}[/bold]")
     if s.phases:
@@ -117,14 +121,24 @@ def render(report: Report, console: Console) -> None:
         console.print(f"[dim]not checked: {escape('; '.join(s.not_checked))}[/dim]")
     if s.output:
         console.print(f"output: {escape(s.output)} ({_b(s.output_bytes)})")
-    if s.interrupted:
-        console.print("[yellow]stopped early: the report covers the steps that ran[/yellow]")
+    if s.partial:
+        console.print(
+            "[yellow]partial report: saved while the run went on and never finished "
+            f"({escape(s.ended_by) if s.ended_by else 'the process was killed, or is still running'}); it covers "
+            "the steps judged until then[/yellow]"
+        )
+    elif s.interrupted:
+        how = f" ({escape(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
+        console.print(f"[yellow]stopped early{how}: the report covers the steps that ran[/yellow]")
     if s.error:
         console.print(f"[red]the generation failed: {escape(s.error)}[/red]")
 
 
 def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
     """Per-step medians of two runs side by side, the worse ones marked, and the findings that came or went."""
+    a, b = printable(a), printable(b)
+    cmp = replace(cmp, new_findings=[printable(x) for x in cmp.new_findings],
+                  gone_findings=[printable(x) for x in cmp.gone_findings])  # fmt: skip
     table = Table(title=f"{a} → {b} (median per step)", title_justify="left", show_edge=False, pad_edge=False)
     for col, justify in (("measure", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -142,5 +156,7 @@ def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None
     for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
         if items:
             console.print(f"[{style}]{label}:[/{style}] {escape(', '.join(items))}")
+    for note in cmp.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
     verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
     console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")
