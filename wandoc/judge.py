@@ -28,6 +28,7 @@ STEPS_FLAG = "--sample_steps"  # Wan's generate.py
 SAVE_FLAG = "--save_file"
 EXIT_INTERRUPTED = 130
 STOP_GRACE_S = 5.0
+PARENT_FD_ENV = "WANRUN_PARENT_FD"  # wanrun's contract: the read end of a pipe from the parent (wanrun.ending)
 LOG_TAIL = 64 << 10
 
 
@@ -167,13 +168,27 @@ class RunJudge:
         self.base: Path | None = None
 
     def _call(self, args: Sequence[str], cwd: Path, log: Path) -> int:
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([*self.wanrun, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                code = proc.wait()
-            except BaseException:
-                _stop(proc)
-                raise
+        """Run wanrun and wait for it. The run gets the read end of a pipe whose write end only this process
+        holds: if this process dies, even by SIGKILL, the run reads end-of-file and stops (wanrun.ending), so no
+        orphan keeps the GPU. (PR_SET_PDEATHSIG would be Linux-only and fires when the forking thread ends.)"""
+        watch_r, watch_w = os.pipe() if os.name == "posix" else (-1, -1)
+        env = {**os.environ, PARENT_FD_ENV: str(watch_r)} if watch_r >= 0 else None
+        try:
+            with open(log, "wb") as out:
+                proc = subprocess.Popen([*self.wanrun, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, pass_fds=(watch_r,) if watch_r >= 0 else ())  # fmt: skip
+                if watch_r >= 0:
+                    os.close(watch_r)
+                    watch_r = -1
+                try:
+                    code = proc.wait()
+                except BaseException:
+                    _stop(proc)
+                    raise
+        finally:
+            for fd in (watch_r, watch_w):
+                if fd >= 0:
+                    os.close(fd)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
         return code

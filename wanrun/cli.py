@@ -3,8 +3,8 @@
 Thin on purpose: parse, call, render, exit code. torch and the pipeline are imported inside the command that
 needs them, so ``wanrun --help`` and ``wanrun report`` start in a blink. Exit codes: 0 nothing at or above
 ``--fail-on``; 1 a finding at or above it (or ``--strict`` stopped the run); 2 bad input, one line, no
-traceback; 3 the generation itself failed (the report is still written); 130 interrupted (Ctrl-C), with a
-partial report.
+traceback; 3 the generation itself failed (the report is still written); 128 + the signal when a signal stopped
+the run (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), with the report of the steps that ran.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _out() -> Console:
 
 
 def _err(message: str) -> None:
-    typer.echo(f"wanrun: {message}", err=True)
+    typer.echo(f"wanrun: {printable(message)}", err=True)  # messages quote paths, a script's exception
 
 
 def _bail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -120,7 +120,8 @@ happen, with the fix; a summary follows, and the JSON report with --report.
   wanrun report run.json                           [dim]read a report again[/dim]
 
 Exit codes: 0 clean; 1 a finding at or above --fail-on, or --strict stopped the run; 2 bad input; 3 the \
-generation failed (the report is still written); 130 interrupted (a partial report).
+generation failed (the report is still written); 130, 143, 129 stopped by Ctrl-C, SIGTERM, SIGHUP (the report \
+covers the steps that ran). The report is saved as the run goes: a kill loses at most the step in flight.
 """
 
 
@@ -279,7 +280,7 @@ def _generate_repo(
                 raise typer.Exit(code)
             final, keeper = merged, ReportFile(report)
         if final.summary.error:
-            _err(f"{script} failed: {printable(final.summary.error)}")
+            _err(f"{script} failed: {final.summary.error}")
         if rank != 0:
             raise typer.Exit(code)
         _finish(console, final, code, stop, keeper=keeper, html=html, quiet=quiet, fail_on=fail_on, ending=ending)
@@ -374,7 +375,7 @@ def _run(
         _err(f"interrupted{f' ({why})' if why else ''}; the report covers the steps that ran")
     except Exception as exc:
         code = EXIT_FAILED
-        _err(f"the generation failed: {printable(failure_line(exc))}")
+        _err(f"the generation failed: {failure_line(exc)}")
     return code, guard.report, stop
 
 
