@@ -379,3 +379,31 @@ def test_the_console_close_event_stops_the_run_like_a_signal(tmp_path: Path) -> 
         "Ctrl-C left to Python's signals: True saved in haste: []",
         "import-safe",
     ]
+
+
+def test_rank_zero_waits_for_a_rank_whose_part_is_still_a_checkpoint(tmp_path: Path) -> None:
+    """Under torchrun each rank saves its part as it goes; rank 0 must merge the finished parts, not a checkpoint
+    it happens to find first, and say so when a rank only ever left a checkpoint (killed)."""
+    from wandoc.metrics import StepMetrics, Summary
+    from wanrun.ranks import gather, part_path
+
+    report = tmp_path / "run.json"
+
+    def part(steps: int, partial: bool) -> Report:
+        return Report(steps=[StepMetrics(index=i) for i in range(steps)], summary=Summary(partial=partial))
+
+    part_path(report, 1).write_text(part(2, partial=True).to_json())
+    later = threading.Timer(0.5, lambda: part_path(report, 1).write_text(part(5, partial=False).to_json()))
+    later.start()
+    merged = gather(part(5, partial=False), report, 0, 2, wait=30)
+    later.join()
+    assert merged is not None and len([s for s in merged.steps if s.process_rank == 1]) == 5
+    assert not any("saved mid-run" in n for n in merged.summary.not_checked)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the parts are removed; the caller writes run.json
+
+    part_path(report, 1).write_text(part(2, partial=True).to_json())  # a rank killed mid-run
+    merged = gather(part(5, partial=False), report, 0, 2, wait=0.5)
+    assert merged is not None and len([s for s in merged.steps if s.process_rank == 1]) == 2
+    assert "rank(s) 1 left only a report saved mid-run (killed?): their last steps are missing" in (
+        merged.summary.not_checked
+    )

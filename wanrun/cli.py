@@ -272,6 +272,8 @@ def _generate_repo(
             from wanrun.report_file import ReportFile
 
             try:
+                if keeper is not None:
+                    keeper.finish(final)  # this rank's part, whole: no checkpoint may follow it
                 merged = gather(final, report, rank, world)
             except OSError as exc:
                 _bail(f"cannot write the report {report}: {exc}")
@@ -372,6 +374,8 @@ def _run(
     except KeyboardInterrupt as exc:
         code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
         why = getattr(exc, "reason", "")
+        if not guard.interrupted:  # stopped before the guard's context took it (the live view starting)
+            guard.interrupted, guard.ended_by = True, why or "KeyboardInterrupt"
         _err(f"interrupted{f' ({why})' if why else ''}; the report covers the steps that ran")
     except Exception as exc:
         code = EXIT_FAILED

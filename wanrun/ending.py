@@ -62,6 +62,9 @@ def leave(code: int) -> None:
     from wandoc.atomic import discard_in_flight
 
     discard_in_flight()
+    with contextlib.suppress(Exception):
+        if sys.stdout.isatty():
+            sys.stdout.write("\x1b[?25h")  # a live status line hid the cursor; it is not coming back to show it
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
