@@ -68,6 +68,8 @@ from wanrun.guards.residency import Residency
 from wanrun.runtime import RuntimeRules
 
 PHASE_NAMES = ("load", "encode", "denoise", "decode", "save", "other")
+_DENOISER_HINTS = ("denois", "dit", "transformer", "unet", "noise_model", "expert", "wanmodel")
+_OTHER_HINTS = ("vae", "text", "t5", "clip", "encoder", "decoder", "tokenizer", "image")
 _stat = os.stat  # taken at import, before any user script runs (a script may patch os)
 
 
@@ -76,10 +78,6 @@ def _isfile(path: Path) -> bool:
         return stat.S_ISREG(_stat(path).st_mode)
     except OSError:
         return False
-
-
-_DENOISER_HINTS = ("denois", "dit", "transformer", "unet", "noise_model", "expert", "wanmodel")
-_OTHER_HINTS = ("vae", "text", "t5", "clip", "encoder", "decoder", "tokenizer", "image")
 
 
 class GuardStop(Exception):

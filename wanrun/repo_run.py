@@ -233,15 +233,15 @@ class RepoRunner:
                 self.outcome.exit_code, self.outcome.ended_by = _exit_code(status), "os._exit"
                 if self.outcome.exit_code:
                     self.outcome.error = f"{self.script.name} ended the process with os._exit({status})"
-                try:
-                    ending.hold()
-                    if main:
-                        self._close_step()
-                        self._restore()
+                ending.hold()
+                # each part on its own: the process ends as the script asked, whatever one of them did
+                # (closing the step may raise a strict stop, which has nowhere to go now)
+                for part in (self._close_step, self._restore) if main else ():
+                    with contextlib.suppress(BaseException):
+                        part()
+                with contextlib.suppress(BaseException):
                     self._tell_guard()
                     self.on_os_exit(status, main)
-                except BaseException:  # the process ends as the script asked, whatever the report did
-                    pass
             real(status)
 
         return _exit

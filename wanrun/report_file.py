@@ -65,6 +65,9 @@ class ReportFile:
         report = snapshot()
         self._write(report.to_json())
         self._last = report
+        # started now, before the user's script runs (it could patch threading)
+        self._writer = threading.Thread(target=self._write_pending, name="wanrun-report-writer", daemon=True)
+        self._writer.start()
 
     def checkpoint(self) -> None:
         """Hand the report so far to the writer, unless checkpoints have already cost the run's thread more
@@ -86,9 +89,6 @@ class ReportFile:
         with self._cond:
             self._pending = text
             self._cond.notify()
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_pending, name="wanrun-report-writer", daemon=True)
-            self._writer.start()
 
     def finish(self, report: Report) -> None:
         """Write the finished report (after any checkpoint under way); ``OSError`` for the caller to word."""
