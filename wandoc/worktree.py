@@ -169,18 +169,29 @@ def _owner(base: Path) -> dict[str, object] | None:
 
 
 def _owner_alive(info: dict[str, object]) -> bool:
-    """Whether the process that made the folder still runs (the same process: a reused pid has another start)."""
+    """Whether the process that made the folder still runs (the same process: a reused pid has another start).
+    When that cannot be told, yes: a folder in use must never be removed."""
     pid, started = info["pid"], info.get("started")
-    assert isinstance(pid, int)
-    now_started = _process_start(pid)
-    if now_started is None:
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        import psutil
+    except ImportError:
+        if os.name != "posix":
+            return True  # os.kill(pid, 0) would end the process on Windows
         try:
-            os.kill(pid, 0)  # no psutil: existence is all that can be checked
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except OSError:
-            return True  # exists, owned by someone else
-        return not isinstance(started, int | float)
+            return True  # it exists, owned by someone else
+        return True
+    try:
+        now_started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
     return not isinstance(started, int | float) or abs(now_started - started) < 1.0
 
 
