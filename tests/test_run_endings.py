@@ -407,3 +407,35 @@ def test_rank_zero_waits_for_a_rank_whose_part_is_still_a_checkpoint(tmp_path: P
     assert "rank(s) 1 left only a report saved mid-run (killed?): their last steps are missing" in (
         merged.summary.not_checked
     )
+
+
+def test_the_report_file_saves_in_haste_but_never_over_the_finished_report(tmp_path: Path) -> None:
+    from wandoc.metrics import StepMetrics
+    from wanrun.report_file import ReportFile
+
+    path = tmp_path / "r.json"
+    steps: list[StepMetrics] = []
+    built = [0]
+
+    def snapshot() -> Report:
+        built[0] += 1
+        return Report(steps=list(steps))
+
+    keeper = ReportFile(path, budget=0.0)  # no time for checkpoints: only the first goes through
+    keeper.begin(snapshot)
+    assert summary(path)["steps"] == 0 and built == [1]
+    steps.append(StepMetrics(index=0))
+    keeper.checkpoint()
+    steps.append(StepMetrics(index=1))
+    keeper.checkpoint()
+    assert built == [2]  # the second checkpoint was skipped: saving had used its budget
+    assert keeper.emergency("SIGTERM")
+    saved = Report.model_validate_json(path.read_text())
+    assert (saved.summary.partial, saved.summary.ended_by, len(saved.steps)) == (True, "SIGTERM", 2)
+
+    finished = ReportFile(path)
+    finished.begin(snapshot)
+    finished.finish(Report(steps=list(steps)))
+    assert not finished.emergency("SIGINT")  # a late signal cannot replace the finished report
+    assert summary(path)["partial"] is False and summary(path)["ended_by"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]

@@ -31,6 +31,7 @@ from wandoc.atomic import check_writable, write_text_atomic
 from wandoc.metrics import Report
 
 BUDGET = 0.01
+HASTE_WAIT_S = 2.0  # how long a save in haste waits for a save under way
 
 
 class ReportFile:
@@ -115,13 +116,19 @@ class ReportFile:
         summary = report.summary.model_copy(update={"partial": True, "ended_by": ended_by, "interrupted": True})
         try:
             text = report.model_copy(update={"summary": summary}).to_json()
-            with self._write_lock:
-                if self.done:
-                    return False
-                self._write(text)
-                self.done = True
         except Exception:
             return False
+        if not self._write_lock.acquire(timeout=HASTE_WAIT_S):  # a write stuck on a hung disk: leave without
+            return False
+        try:
+            if self.done:
+                return False
+            self._write(text)
+            self.done = True
+        except Exception:
+            return False
+        finally:
+            self._write_lock.release()
         return True
 
     def _write_pending(self) -> None:
