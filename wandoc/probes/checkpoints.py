@@ -19,8 +19,10 @@ from typing import Any, BinaryIO
 
 from wandoc.facts import CheckpointFacts, CheckpointFile, CheckpointModel
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
-HEADER_BUDGET_BYTES = 512 * 1024 * 1024  # all headers together, so a folder of hostile files stays cheap
+# A header's JSON becomes Python objects about 26 times its size, so the bound is on what the doctor may build,
+# not on what the format allows (100 MB): a real Wan shard's header is well under 1 MiB (a few thousand tensors).
+MAX_HEADER_BYTES = 8 * 1024 * 1024
+HEADER_BUDGET_BYTES = 64 * 1024 * 1024  # all headers together, so a folder of hostile files stays cheap
 MAX_DEPTH = 3
 MAX_ENTRIES = 2000  # files and folders looked at; a home directory stops here instead of being crawled
 
@@ -93,7 +95,9 @@ def read_header(stream: BinaryIO, size: int) -> tuple[dict[str, Any], int]:
         raise HeaderError("truncated before the header length")
     length = int.from_bytes(prefix, "little")
     if length > MAX_HEADER_BYTES:
-        raise HeaderError(f"header length {length} is over the {MAX_HEADER_BYTES}-byte limit (not safetensors?)")
+        raise HeaderError(
+            f"header length {length} is over the doctor's {MAX_HEADER_BYTES // 2**20} MiB limit: not read"
+        )
     if length > size - 8:
         raise HeaderError(f"header length {length} runs past the end of the {size}-byte file (truncated?)")
     raw = stream.read(length)
