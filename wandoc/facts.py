@@ -110,6 +110,11 @@ class TorchDeep(_Facts):
     matmul_ms: float = 0.0
     cudnn_version: int = 0
     seconds: float = 0.0
+    attention_imports: dict[str, str] = Field(
+        default_factory=dict,
+        description='installed attention modules imported next to torch: "flash_attn" -> "ok", or the import error '
+        '(an extension built for another torch fails here with "undefined symbol")',
+    )
 
 
 class TorchFacts(_Facts):
@@ -121,14 +126,38 @@ class TorchFacts(_Facts):
     is_cpu_build: bool = False
     location: str = ""
     error: str | None = None
+    cudnn_version: int = Field(
+        0,
+        description="the cuDNN a CUDA build will load, read from files without importing torch: 91002 for 9.10.2 "
+        "(as torch.backends.cudnn.version() writes it); 0 unknown",
+    )
+    cudnn_from: str = Field("", description='"nvidia-cudnn-cu12 9.10.2.21", "torch/lib/cudnn64_9.dll version resource"')
+    hip_runtime: bool | None = Field(
+        None,
+        description="a ROCm build's HIP runtime (libamdhip64) is in torch/lib or the ROCm folder; "
+        "None for other builds",
+    )
+    zluda: str = Field(
+        "",
+        description="why torch looks patched for ZLUDA (CUDA on an AMD GPU), e.g. "
+        '"torch/lib/cublas64_11.dll is 0.3 MB (ZLUDA\'s, not NVIDIA\'s)"; "" when it does not',
+    )
     deep: TorchDeep = Field(default_factory=TorchDeep)
 
 
 class PackageFacts(_Facts):
+    name: str = Field("", description='the distribution found ("flash-attn"), or the module where only that is there')
     installed: bool = False
     version: str = ""
     location: str = ""
     error: str | None = None
+    build_label: str = Field(
+        "",
+        description='what the wheel says it was built for: the local version ("cu12torch2.6cxx11abiFALSE"), from '
+        "the version or the file name it was installed from",
+    )
+    built_torch: str = Field("", description='torch major.minor the build is for, e.g. "2.6"; "" unknown')
+    built_cuda: float = Field(0.0, description="CUDA the build is for: 12.4, or 12.0 where only the major is known")
 
 
 class PackagesFacts(_Facts):
@@ -141,6 +170,14 @@ class PackagesFacts(_Facts):
     triton: PackageFacts = Field(default_factory=PackageFacts, description='"triton" or "triton-windows"')
     diffusers: PackageFacts = Field(default_factory=PackageFacts)
     accelerate: PackageFacts = Field(default_factory=PackageFacts)
+    fa3_varlen_returns: str = Field(
+        "",
+        description='what the installed flash_attn_interface.flash_attn_varlen_func returns by default: "tuple" '
+        '(out, softmax_lse) as FA3 did until July 2025, "tensor" (out alone) since; "" unknown',
+    )
+    fa3_varlen_returns_from: str = Field(
+        "", description='"the installed flash_attn_interface.py", "version 3.0.0 (a release after the change)"'
+    )
 
 
 # -- the user's checkout ---------------------------------------------------------------------------------
