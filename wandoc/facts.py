@@ -65,6 +65,14 @@ class GpuFacts(_Facts):
     memory_free_bytes: int = 0
     processes: list[GpuProcess] = Field(default_factory=list)
     other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
+    other_processes_from: str = Field(
+        "",
+        description='"processes": the sum of what NVML lists per process; "device": the device\'s used memory '
+        "minus this process's, where per-process figures are hidden (Windows WDDM)",
+    )
+    nvlink_active: int | None = Field(
+        None, description="NVLink links up: 0 when the GPU has none (PCIe only); None when NVML could not say"
+    )
     pcie_gen_current: int = 0
     pcie_gen_max: int = 0
     pcie_width_current: int = 0
@@ -76,6 +84,16 @@ class GpuFacts(_Facts):
     power_w: float = 0.0
     power_limit_w: float = 0.0
     errors: list[str] = Field(default_factory=list, description="fields NVML refused to read")
+
+
+class GpuPair(_Facts):
+    a: int = 0
+    b: int = 0
+    level: str = Field(
+        "",
+        description='the nearest thing both GPUs hang off: "same_board", "single_switch", "multiple_switches", '
+        '"host_bridge", "numa_node" or "system" (across CPU sockets)',
+    )
 
 
 class NvmlFacts(_Facts):
@@ -91,6 +109,9 @@ class NvmlFacts(_Facts):
         "None when the variable is unset",
     )
     visible_error: str | None = Field(None, description="\"CUDA_VISIBLE_DEVICES='3' names a GPU that does not exist\"")
+    topology: list[GpuPair] = Field(
+        default_factory=list, description="how each pair of GPUs is connected, from NVML's common ancestor"
+    )
 
 
 # -- software --------------------------------------------------------------------------------------------
