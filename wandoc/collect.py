@@ -26,6 +26,7 @@ from wandoc.facts import (
     ParallelFacts,
     PlatformFacts,
     RepoFacts,
+    StorageFacts,
     SystemFacts,
     TorchFacts,
 )
@@ -68,6 +69,17 @@ def _ckpt_dir(req: Request, repo: RepoFacts) -> Path | None:
     return p
 
 
+def _storage(ckpt: CheckpointFacts, sample: bool) -> StorageFacts:
+    """The storage under the checkpoints; with ``sample`` (``--deep``), a short read of the largest file."""
+    from wandoc.probes import storage
+
+    root = Path(ckpt.dir)
+    base = root.parent if root.is_file() else root
+    readable = [f for f in ckpt.files if f.bytes > 0]
+    largest = base / max(readable, key=lambda f: f.bytes).path if readable else None
+    return storage.probe_storage(root, largest, sample=sample)
+
+
 def collect(req: Request) -> Facts:
     from wandoc.estimate import estimate
     from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
@@ -100,6 +112,8 @@ def collect(req: Request) -> Facts:
         repo = f_repo.result()
         ckpt_dir = _ckpt_dir(req, repo)
         ckpt = _safe("checkpoints", errors, lambda: checkpoints.probe_checkpoints(ckpt_dir), CheckpointFacts)
+        if ckpt.found:
+            ckpt.storage = _safe("storage", errors, lambda: _storage(ckpt, req.deep), StorageFacts)
         if ckpt_dir is not None and req.ckpt_dir is None:
             ckpt.given = False  # found through the run's own --ckpt_dir, not named by the user
         torch = f_torch.result()

@@ -337,6 +337,26 @@ class CheckpointModel(_Facts):
     dtypes: dict[str, int] = Field(default_factory=dict)
 
 
+class StorageFacts(_Facts):
+    """Where the checkpoint folder lives: the filesystem, the disk under it, and (with ``--deep``) how fast it reads."""
+
+    path: str = ""
+    mount_point: str = ""
+    fstype: str = Field("", description='"ext4", "ntfs", "nfs4", "cifs", "fuse.rclone", "9p" (WSL\'s Windows drives)')
+    device: str = Field("", description='what is mounted: "/dev/nvme0n1p2", "//nas/models", "server:/export"')
+    network: bool = Field(False, description="a network filesystem (NFS, SMB/CIFS, 9p, ...) or a remote drive")
+    fuse: bool = Field(False, description="a FUSE filesystem (rclone, s3fs, sshfs): every read goes through a daemon")
+    disk: str = Field("", description='the block device under the filesystem: "sda", "nvme0n1", "vda"')
+    rotational: bool | None = Field(None, description="the kernel says the disk spins (an HDD); None when unknown")
+    virtual_disk: bool = Field(
+        False, description="a VM's virtual disk (virtio, Xen), whose rotational flag says nothing about the medium"
+    )
+    read_mib_s: float = Field(0.0, description="measured uncached read speed of a checkpoint file; 0 when not measured")
+    read_bytes: int = Field(0, description="bytes the measurement read")
+    read_note: str = Field("", description='why no measurement: "not measured (add --deep)", "direct reads refused"')
+    error: str | None = None
+
+
 class CheckpointFacts(_Facts):
     dir: str = ""
     given: bool = False
@@ -348,6 +368,7 @@ class CheckpointFacts(_Facts):
     dit_experts: int = 0
     dit_main_dtype: str = ""
     dit_bytes_on_disk: int = Field(0, description="one expert")
+    storage: StorageFacts = Field(default_factory=StorageFacts)
 
 
 # -- git -------------------------------------------------------------------------------------------------
