@@ -222,3 +222,68 @@ def test_deep_check_imports_attention_packages(tmp_path: Path, monkeypatch: pyte
         and "undefined symbol" in (deep.attention_imports["flash_attn"])
     )
     assert "flash_attn_interface" not in deep.attention_imports  # not installed: not tried
+
+
+def test_zluda_cache(tmp_path: Path) -> None:
+    assert torch_build.zluda_cache_found(None) is None  # not Windows: nothing to say
+    assert torch_build.zluda_cache_found(str(tmp_path)) is False
+    cache = tmp_path / "ZLUDA" / "ComputeCache"
+    cache.mkdir(parents=True)
+    assert torch_build.zluda_cache_found(str(tmp_path)) is False
+    (cache / "zluda.db").write_bytes(b"SQLite format 3\0")
+    assert torch_build.zluda_cache_found(str(tmp_path)) is True
+
+
+# -- AMD GPUs through KFD -----------------------------------------------------------------------------------
+
+
+def kfd_node(topology: Path, node: int, target: int, vram: int = 0) -> None:
+    folder = topology / str(node)
+    (folder / "mem_banks" / "0").mkdir(parents=True)
+    (folder / "properties").write_text(f"cpu_cores_count 0\nsimd_count 192\ngfx_target_version {target}\n")
+    (folder / "mem_banks" / "0" / "properties").write_text(f"heap_type 1\nsize_in_bytes {vram}\n")
+
+
+def test_amd_gpus_from_the_kfd_topology(tmp_path: Path) -> None:
+    from wandoc.probes import amd
+
+    topology = tmp_path / "nodes"
+    kfd_node(topology, 0, 0)  # the CPU
+    kfd_node(topology, 1, 110000, 25_753_026_560)
+    kfd_node(topology, 2, 100301, 12_868_124_672)
+    (topology / "3").mkdir()  # a node without properties: skipped
+    device = tmp_path / "kfd"
+    device.write_bytes(b"")
+    facts = amd.probe_amd(topology, device)
+    assert facts.checked and facts.kfd and facts.error is None
+    assert [(g.node, g.gfx, g.vram_bytes) for g in facts.gpus] == [
+        (1, "gfx1100", 25_753_026_560), (2, "gfx1031", 12_868_124_672),
+    ]  # fmt: skip
+    bare = amd.probe_amd(tmp_path / "no-topology", tmp_path / "no-kfd")
+    assert bare.checked and not bare.kfd and bare.gpus == []
+
+
+@pytest.mark.parametrize(("number", "name"), [(110000, "gfx1100"), (100301, "gfx1031"), (90010, "gfx90a"),
+                                             (90402, "gfx942"), (120001, "gfx1201")])  # fmt: skip
+def test_gfx_names(number: int, name: str) -> None:
+    from wandoc.probes import amd
+
+    assert amd.gfx_name(number) == name
+
+
+def test_rosetta_is_only_asked_on_an_intel_python_on_macos(monkeypatch: pytest.MonkeyPatch) -> None:
+    from wandoc.probes import platform as plat
+
+    if sys.platform != "darwin":
+        assert plat.under_rosetta() is False  # no libc.dylib: nothing is translated, and nothing raises
+    asked: list[bool] = []
+    monkeypatch.setattr(plat, "under_rosetta", lambda: asked.append(True) or True)
+    for system, machine, expected in (
+        ("Darwin", "x86_64", True),
+        ("Darwin", "arm64", False),
+        ("Linux", "x86_64", False),
+    ):
+        monkeypatch.setattr(plat.platform, "system", lambda system=system: system)
+        monkeypatch.setattr(plat.platform, "machine", lambda machine=machine: machine)
+        assert plat.probe_platform({}).rosetta is expected
+    assert asked == [True]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from wandoc import __version__
 from wandoc.facts import (
+    AmdFacts,
     CheckpointFacts,
     EnvFacts,
     Estimate,
@@ -82,7 +83,7 @@ def _storage(ckpt: CheckpointFacts, sample: bool) -> StorageFacts:
 
 def collect(req: Request) -> Facts:
     from wandoc.estimate import estimate
-    from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
+    from wandoc.probes import amd, checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
     from wandoc.probes.parallel import probe_parallel
 
     errors: list[str] = []
@@ -90,6 +91,7 @@ def collect(req: Request) -> Facts:
     with ThreadPoolExecutor(max_workers=6) as pool:
         f_nvml = pool.submit(_safe, "nvml", errors, lambda: gpu.probe_nvml(env), NvmlFacts)
         f_sys = pool.submit(_safe, "system", errors, system.probe_system, SystemFacts)
+        f_amd = pool.submit(_safe, "amd", errors, amd.probe_amd, AmdFacts)
         f_torch = pool.submit(_safe, "torch", errors, torch_build.probe_torch, TorchFacts)
         f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, PackagesFacts)
         f_repo = pool.submit(
@@ -126,6 +128,7 @@ def collect(req: Request) -> Facts:
             env=env_facts,
             system=f_sys.result(),
             nvml=f_nvml.result(),
+            amd=f_amd.result(),
             torch=torch,
             packages=f_pkgs.result(),
             repo=repo,

@@ -26,6 +26,7 @@ class PlatformFacts(_Facts):
     release: str = ""
     machine: str = Field("", description='"x86_64", "AMD64", "arm64"')
     wsl: bool = False
+    rosetta: bool = Field(False, description="this Python is an x86_64 build running under Rosetta 2 on Apple silicon")
     python: str = ""
     python_executable: str = ""
     shell: str = Field("bash", description='the shell a fix is written for: "cmd", "powershell", "bash", "zsh", "fish"')
@@ -36,6 +37,21 @@ class EnvFacts(_Facts):
     """The process environment; values of secret-looking variables are replaced by "<redacted>"."""
 
     vars: dict[str, str] = Field(default_factory=dict)
+
+
+class AmdGpu(_Facts):
+    node: int = Field(0, description="the KFD topology node")
+    gfx: str = Field("", description='the ISA the GPU runs: "gfx1100" (RX 7900), "gfx1031" (RX 6700 XT), "gfx942"')
+    vram_bytes: int = 0
+
+
+class AmdFacts(_Facts):
+    """AMD GPUs as ROCm's kernel driver (KFD) shows them, read from /sys without ROCm or torch (Linux only)."""
+
+    checked: bool = Field(False, description="the KFD topology could be looked at (Linux); false elsewhere")
+    kfd: bool = Field(False, description="/dev/kfd exists: the amdgpu driver offers ROCm compute")
+    gpus: list[AmdGpu] = Field(default_factory=list)
+    error: str | None = None
 
 
 class SystemFacts(_Facts):
@@ -161,7 +177,12 @@ class TorchFacts(_Facts):
     zluda: str = Field(
         "",
         description="why torch looks patched for ZLUDA (CUDA on an AMD GPU), e.g. "
-        '"torch/lib/cublas64_11.dll is 0.3 MB (ZLUDA\'s, not NVIDIA\'s)"; "" when it does not',
+        '"torch/lib/cublas64_11.dll is 0.3 MiB (ZLUDA\'s stand-in)"; "" when it does not',
+    )
+    zluda_cache: bool | None = Field(
+        None,
+        description="ZLUDA's compiled-kernel cache (%LOCALAPPDATA%\\ZLUDA\\ComputeCache) holds a database: "
+        "kernels were compiled before; None when not ZLUDA or not Windows",
     )
     deep: TorchDeep = Field(default_factory=TorchDeep)
 
@@ -484,6 +505,7 @@ class Facts(_Facts):
     env: EnvFacts = Field(default_factory=EnvFacts)
     system: SystemFacts = Field(default_factory=SystemFacts)
     nvml: NvmlFacts = Field(default_factory=NvmlFacts)
+    amd: AmdFacts = Field(default_factory=AmdFacts)
     torch: TorchFacts = Field(default_factory=TorchFacts)
     packages: PackagesFacts = Field(default_factory=PackagesFacts)
     repo: RepoFacts = Field(default_factory=RepoFacts)

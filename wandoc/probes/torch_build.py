@@ -14,7 +14,7 @@ import importlib.util
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from wandoc.facts import TorchFacts
@@ -188,14 +188,25 @@ def zluda_evidence(names: Sequence[tuple[str, int]]) -> str:
     by_name = {n.lower(): size for n, size in names}
     if "nvrtc_cuda.dll" in by_name:
         return "torch/lib/nvrtc_cuda.dll is there (ZLUDA's patchers keep NVIDIA's NVRTC under that name)"
-    size = by_name.get("cublas64_11.dll", -1)
-    if 0 <= size < ZLUDA_MAX_CUBLAS_BYTES:
-        return f"torch/lib/cublas64_11.dll is {size / 2**20:.1f} MiB (ZLUDA's stand-in; NVIDIA's is tens of MB)"
+    for name in ("cublas64_11.dll", "cublas64_12.dll"):
+        size = by_name.get(name, -1)
+        if 0 <= size < ZLUDA_MAX_CUBLAS_BYTES:
+            return f"torch/lib/{name} is {size / 2**20:.1f} MiB (ZLUDA's stand-in; NVIDIA's is tens of MB)"
     named = sorted(n for n in by_name if "zluda" in n)
     return f"torch/lib/{named[0]}" if named else ""
 
 
-def _lib_facts(facts: TorchFacts, environ_rocm: str | None) -> None:
+def zluda_cache_found(local_app_data: str | None) -> bool | None:
+    """Whether ZLUDA has compiled kernels before: it keeps them in a database under %LOCALAPPDATA%."""
+    if not local_app_data:
+        return None
+    try:
+        return any(p.suffix == ".db" for p in Path(local_app_data, "ZLUDA", "ComputeCache").iterdir())
+    except OSError:
+        return False
+
+
+def _lib_facts(facts: TorchFacts, environ: Mapping[str, str]) -> None:
     lib = Path(facts.location) / "lib"
     names = _lib_names(lib)
     if facts.cuda_build > 0:
@@ -203,8 +214,10 @@ def _lib_facts(facts: TorchFacts, environ_rocm: str | None) -> None:
         if not facts.cudnn_version:
             facts.cudnn_version, facts.cudnn_from = cudnn_from_lib(lib, names)
         facts.zluda = zluda_evidence(names)
+        if facts.zluda:
+            facts.zluda_cache = zluda_cache_found(environ.get("LOCALAPPDATA"))
     if facts.hip_build:
-        facts.hip_runtime = hip_runtime_found(names, environ_rocm)
+        facts.hip_runtime = hip_runtime_found(names, environ.get("ROCM_PATH"))
 
 
 def probe_torch() -> TorchFacts:
@@ -229,7 +242,7 @@ def probe_torch() -> TorchFacts:
             )
         facts = facts_from_version_py(path.read_text(encoding="utf-8", errors="replace"), location)
         try:
-            _lib_facts(facts, os.environ.get("ROCM_PATH"))
+            _lib_facts(facts, os.environ)
         except Exception as exc:  # the build is known; what its libraries say is extra
             facts.error = f"could not read torch/lib: {type(exc).__name__}: {exc}"
         return facts
