@@ -236,6 +236,8 @@ SITE_KINDS: dict[str, str] = {
     "empty_cache_in_loop": "torch.cuda.empty_cache() inside a loop or forward",
     "sync_in_forward": "torch.cuda.synchronize() inside forward or a helper it calls",
     "compile_call": "torch.compile(...) is called",
+    "complex_rope": "RoPE computed on complex numbers (torch.view_as_complex, torch.polar, complex dtypes): "
+    "Inductor generates no code for complex ops",
     "flash_attention_call": "the model calls a flash_attention(...) that requires flash_attn",
     "sdpa_call": "torch.nn.functional.scaled_dot_product_attention is called",
     "fa3_index0": "flash_attn_interface's varlen result indexed with [0] (breaks with newer FA3 releases)",
