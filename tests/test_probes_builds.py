@@ -86,6 +86,7 @@ def test_cudnn_from_the_nvidia_wheel(site: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_cudnn_from_the_bundled_windows_dll(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist_info(site, "nvidia-cudnn-cu12", "9.10.2.21")  # installed for something else: torch loads its own copy
     lib = {"cudnn64_9.dll": version_resource(9, 8, 0, 87), "cudnn64_8.dll": version_resource(8, 9, 7, 29)}
     facts = probe_torch_at(fake_torch(site, CU128, lib), monkeypatch, "2.9.0+cu128")
     assert facts.cudnn_version == 90800 and "cudnn64_9.dll" in facts.cudnn_from and "9.8.0.87" in facts.cudnn_from

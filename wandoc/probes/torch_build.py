@@ -210,9 +210,10 @@ def _lib_facts(facts: TorchFacts, environ: Mapping[str, str]) -> None:
     lib = Path(facts.location) / "lib"
     names = _lib_names(lib)
     if facts.cuda_build > 0:
-        facts.cudnn_version, facts.cudnn_from = cudnn_from_metadata(int(facts.cuda_build))
+        # a copy bundled in torch/lib (Windows wheels, Linux wheels of old) is the one torch loads
+        facts.cudnn_version, facts.cudnn_from = cudnn_from_lib(lib, names)
         if not facts.cudnn_version:
-            facts.cudnn_version, facts.cudnn_from = cudnn_from_lib(lib, names)
+            facts.cudnn_version, facts.cudnn_from = cudnn_from_metadata(int(facts.cuda_build))
         facts.zluda = zluda_evidence(names)
         if facts.zluda:
             facts.zluda_cache = zluda_cache_found(environ.get("LOCALAPPDATA"))
