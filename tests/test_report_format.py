@@ -16,7 +16,6 @@ from wandoc.render.report_format import (
     CHECK_SUMMARY_KEYS,
     fields,
     report_format_markdown,
-    source_comments,
     type_name,
 )
 
@@ -54,27 +53,39 @@ def test_check_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) 
     assert set(out["summary"]) == set(CHECK_SUMMARY_KEYS) and set(out["rules"]) == set(CHECK_RULES_KEYS)
 
 
+class _Nested(BaseModel):
+    """What a nested model holds. More than one sentence."""
+
+
 class _Sample(BaseModel):
-    """A model as the facts write them: meanings in comments."""
-
     plain: int = 0
-    beside: str = ""  # said beside it
-    # said above it,
-    # over two lines
-    above: list[int] = Field(default_factory=list)
-    described: float | None = Field(None, description="said in the field")  # and this comment loses
+    described: float | None = Field(None, description="said in the field")  # a comment is not a description
+    nested: _Nested = Field(default_factory=_Nested)
 
 
-def test_meanings_come_from_descriptions_then_comments() -> None:
-    assert source_comments(_Sample) == {
-        "beside": "said beside it",
-        "above": "said above it, over two lines",
-        "described": "and this comment loses",
-    }
+def test_meanings_come_from_descriptions_then_the_nested_models_docstring() -> None:
     assert [(k, t, m) for k, t, m in fields(_Sample)] == [
         ("plain", "int", ""),
-        ("beside", "str", "said beside it"),
-        ("above", "list[int]", "said above it, over two lines"),
         ("described", "float or null", "said in the field"),
+        ("nested", "[_Nested](#_nested)", "What a nested model holds."),
     ]
     assert type_name(dict[str, _Sample]) == "object: str → [_Sample](#_sample)"
+
+
+@pytest.mark.parametrize("module", ["wandoc/facts.py", "wandoc/metrics.py", "wandoc/engine/evaluate.py"])
+def test_no_field_is_described_by_a_comment(module: str) -> None:
+    """The reference reads descriptions only: a comment beside a field would never reach it."""
+    import ast
+    import io
+    import tokenize
+
+    source = (ROOT / module).read_text(encoding="utf-8")
+    commented = {
+        t.start[0] for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT
+    }
+    for cls in ast.parse(source).body:
+        if isinstance(cls, ast.ClassDef):
+            for node in cls.body:
+                if isinstance(node, ast.AnnAssign):
+                    lines = set(range(node.lineno - 1, (node.end_lineno or node.lineno) + 1))
+                    assert not lines & commented, f"{module}:{node.lineno}: use Field(description=...)"

@@ -22,13 +22,14 @@ class _Facts(BaseModel):
 
 
 class PlatformFacts(_Facts):
-    os: str = ""  # "Windows", "Linux", "Darwin"
+    os: str = Field("", description='"Windows", "Linux", "Darwin"')
     release: str = ""
-    machine: str = ""  # "x86_64", "AMD64", "arm64"
+    machine: str = Field("", description='"x86_64", "AMD64", "arm64"')
     wsl: bool = False
+    rosetta: bool = Field(False, description="this Python is an x86_64 build running under Rosetta 2 on Apple silicon")
     python: str = ""
     python_executable: str = ""
-    shell: str = "bash"  # the shell a fix is written for: "cmd", "powershell", "bash", "zsh", "fish"
+    shell: str = Field("bash", description='the shell a fix is written for: "cmd", "powershell", "bash", "zsh", "fish"')
     error: str | None = None
 
 
@@ -36,6 +37,21 @@ class EnvFacts(_Facts):
     """The process environment; values of secret-looking variables are replaced by "<redacted>"."""
 
     vars: dict[str, str] = Field(default_factory=dict)
+
+
+class AmdGpu(_Facts):
+    node: int = Field(0, description="the KFD topology node")
+    gfx: str = Field("", description='the ISA the GPU runs: "gfx1100" (RX 7900), "gfx1031" (RX 6700 XT), "gfx942"')
+    vram_bytes: int = 0
+
+
+class AmdFacts(_Facts):
+    """AMD GPUs as ROCm's kernel driver (KFD) shows them, read from /sys without ROCm or torch (Linux only)."""
+
+    checked: bool = Field(False, description="the KFD topology could be looked at (Linux); false elsewhere")
+    kfd: bool = Field(False, description="/dev/kfd exists: the amdgpu driver offers ROCm compute")
+    gpus: list[AmdGpu] = Field(default_factory=list)
+    error: str | None = None
 
 
 class SystemFacts(_Facts):
@@ -59,33 +75,59 @@ class GpuFacts(_Facts):
     index: int = 0
     name: str = ""
     uuid: str = ""
-    compute_capability: float = 0.0  # 8.6, 8.9, 9.0
+    compute_capability: float = Field(0.0, description="8.6, 8.9, 9.0")
     memory_total_bytes: int = 0
     memory_used_bytes: int = 0
     memory_free_bytes: int = 0
     processes: list[GpuProcess] = Field(default_factory=list)
-    other_processes_bytes: int = 0  # VRAM held by processes other than this one
+    other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
+    other_processes_from: str = Field(
+        "",
+        description='"processes": the sum of what NVML lists per process; "device": the device\'s used memory '
+        "minus this process's, where per-process figures are hidden (Windows WDDM)",
+    )
+    nvlink_active: int | None = Field(
+        None, description="NVLink links up: 0 when the GPU has none (PCIe only); None when NVML could not say"
+    )
     pcie_gen_current: int = 0
     pcie_gen_max: int = 0
     pcie_width_current: int = 0
     pcie_width_max: int = 0
-    throttle_reasons: list[str] = Field(default_factory=list)  # e.g. "hw_slowdown", "sw_thermal", "sw_power_cap"
+    throttle_reasons: list[str] = Field(
+        default_factory=list, description='e.g. "hw_slowdown", "sw_thermal", "sw_power_cap"'
+    )
     utilization_gpu: int = 0
     power_w: float = 0.0
     power_limit_w: float = 0.0
-    errors: list[str] = Field(default_factory=list)  # fields NVML refused to read
+    errors: list[str] = Field(default_factory=list, description="fields NVML refused to read")
+
+
+class GpuPair(_Facts):
+    a: int = 0
+    b: int = 0
+    level: str = Field(
+        "",
+        description='the nearest thing both GPUs hang off: "same_board", "single_switch", "multiple_switches", '
+        '"host_bridge", "numa_node" or "system" (across CPU sockets)',
+    )
 
 
 class NvmlFacts(_Facts):
     available: bool = False
-    error: str | None = None  # "NVML library not found", "driver not loaded", ...
+    error: str | None = Field(None, description='"NVML library not found", "driver not loaded", ...')
     driver_version: str = ""
-    cuda_driver_version: float = 0.0  # the highest CUDA version the driver supports, e.g. 12.4
+    cuda_driver_version: float = Field(0.0, description="the highest CUDA version the driver supports, e.g. 12.4")
     gpu_count: int = 0
     gpus: list[GpuFacts] = Field(default_factory=list)
-    # GPUs the run will see after CUDA_VISIBLE_DEVICES (indices into ``gpus``); None when the variable is unset
-    visible_indices: list[int] | None = None
-    visible_error: str | None = None  # "CUDA_VISIBLE_DEVICES='3' names a GPU that does not exist"
+    visible_indices: list[int] | None = Field(
+        None,
+        description="GPUs the run will see after CUDA_VISIBLE_DEVICES (indices into ``gpus``); "
+        "None when the variable is unset",
+    )
+    visible_error: str | None = Field(None, description="\"CUDA_VISIBLE_DEVICES='3' names a GPU that does not exist\"")
+    topology: list[GpuPair] = Field(
+        default_factory=list, description="how each pair of GPUs is connected, from NVML's common ancestor"
+    )
 
 
 # -- software --------------------------------------------------------------------------------------------
@@ -96,7 +138,7 @@ class TorchDeep(_Facts):
 
     ran: bool = False
     import_ok: bool = False
-    error: str | None = None  # the import error or the probe's timeout, verbatim
+    error: str | None = Field(None, description="the import error or the probe's timeout, verbatim")
     cuda_available: bool = False
     device_count: int = 0
     device_name: str = ""
@@ -105,37 +147,79 @@ class TorchDeep(_Facts):
     matmul_ms: float = 0.0
     cudnn_version: int = 0
     seconds: float = 0.0
+    attention_imports: dict[str, str] = Field(
+        default_factory=dict,
+        description='installed attention modules imported next to torch: "flash_attn" -> "ok", or the import error '
+        '(an extension built for another torch fails here with "undefined symbol")',
+    )
 
 
 class TorchFacts(_Facts):
     installed: bool = False
-    version: str = ""  # "2.6.0+cu124"
-    version_tuple: list[int] = Field(default_factory=list)  # [2, 6, 0]
-    cuda_build: float = 0.0  # 12.4; 0 for a CPU-only or ROCm build
+    version: str = Field("", description='"2.6.0+cu124"')
+    version_tuple: list[int] = Field(default_factory=list, description="[2, 6, 0]")
+    cuda_build: float = Field(0.0, description="12.4; 0 for a CPU-only or ROCm build")
     hip_build: str = ""
     is_cpu_build: bool = False
     location: str = ""
     error: str | None = None
+    cudnn_version: int = Field(
+        0,
+        description="the cuDNN a CUDA build will load, read from files without importing torch: 91002 for 9.10.2 "
+        "(as torch.backends.cudnn.version() writes it); 0 unknown",
+    )
+    cudnn_from: str = Field("", description='"nvidia-cudnn-cu12 9.10.2.21", "torch/lib/cudnn64_9.dll version resource"')
+    hip_runtime: bool | None = Field(
+        None,
+        description="a ROCm build's HIP runtime (libamdhip64) is in torch/lib or the ROCm folder; "
+        "None for other builds",
+    )
+    zluda: str = Field(
+        "",
+        description="why torch looks patched for ZLUDA (CUDA on an AMD GPU), e.g. "
+        '"torch/lib/cublas64_11.dll is 0.3 MiB (ZLUDA\'s stand-in)"; "" when it does not',
+    )
+    zluda_cache: bool | None = Field(
+        None,
+        description="ZLUDA's compiled-kernel cache (%LOCALAPPDATA%\\ZLUDA\\ComputeCache) holds a database: "
+        "kernels were compiled before; None when not ZLUDA or not Windows",
+    )
     deep: TorchDeep = Field(default_factory=TorchDeep)
 
 
 class PackageFacts(_Facts):
+    name: str = Field("", description='the distribution found ("flash-attn"), or the module where only that is there')
     installed: bool = False
     version: str = ""
     location: str = ""
     error: str | None = None
+    build_label: str = Field(
+        "",
+        description='what the wheel says it was built for: the local version ("cu12torch2.6cxx11abiFALSE"), from '
+        "the version or the file name it was installed from",
+    )
+    built_torch: str = Field("", description='torch major.minor the build is for, e.g. "2.6"; "" unknown')
+    built_cuda: float = Field(0.0, description="CUDA the build is for: 12.4, or 12.0 where only the major is known")
 
 
 class PackagesFacts(_Facts):
     """Attention and compile stack, and the few others Wan's code needs, from installed metadata only."""
 
     flash_attn: PackageFacts = Field(default_factory=PackageFacts)
-    flash_attn_3: PackageFacts = Field(default_factory=PackageFacts)  # flash_attn_interface (Hopper)
+    flash_attn_3: PackageFacts = Field(default_factory=PackageFacts, description="flash_attn_interface (Hopper)")
     sageattention: PackageFacts = Field(default_factory=PackageFacts)
     xformers: PackageFacts = Field(default_factory=PackageFacts)
-    triton: PackageFacts = Field(default_factory=PackageFacts)  # "triton" or "triton-windows"
+    triton: PackageFacts = Field(default_factory=PackageFacts, description='"triton" or "triton-windows"')
     diffusers: PackageFacts = Field(default_factory=PackageFacts)
     accelerate: PackageFacts = Field(default_factory=PackageFacts)
+    fa3_varlen_returns: str = Field(
+        "",
+        description='what the installed flash_attn_interface.flash_attn_varlen_func returns by default: "tuple" '
+        '(out, softmax_lse) as FA3 did until July 2025, "tensor" (out alone) since; "" unknown',
+    )
+    fa3_varlen_returns_from: str = Field(
+        "", description='"the installed flash_attn_interface.py", "version 3.0.0 (a release after the change)"'
+    )
 
 
 # -- the user's checkout ---------------------------------------------------------------------------------
@@ -152,6 +236,8 @@ SITE_KINDS: dict[str, str] = {
     "empty_cache_in_loop": "torch.cuda.empty_cache() inside a loop or forward",
     "sync_in_forward": "torch.cuda.synchronize() inside forward or a helper it calls",
     "compile_call": "torch.compile(...) is called",
+    "complex_rope": "RoPE computed on complex numbers (torch.view_as_complex, torch.polar, complex dtypes): "
+    "Inductor generates no code for complex ops",
     "flash_attention_call": "the model calls a flash_attention(...) that requires flash_attn",
     "sdpa_call": "torch.nn.functional.scaled_dot_product_attention is called",
     "fa3_index0": "flash_attn_interface's varlen result indexed with [0] (breaks with newer FA3 releases)",
@@ -164,11 +250,11 @@ class CodeSite(_Facts):
     """One place in the user's code that a rule may judge; ``kind`` is one of SITE_KINDS."""
 
     kind: str
-    file: str  # relative to the checkout
+    file: str = Field(description="relative to the checkout")
     line: int = 0
-    function: str = ""  # qualified: "WanAttentionBlock.forward", "attention"
+    function: str = Field("", description='qualified: "WanAttentionBlock.forward", "attention"')
     snippet: str = ""
-    on_path: bool = True  # the file is imported by the run
+    on_path: bool = Field(True, description="the file is imported by the run")
 
 
 class EnvRead(_Facts):
@@ -176,7 +262,7 @@ class EnvRead(_Facts):
     file: str
     line: int = 0
     default: str | None = None
-    compared_values: list[str] = Field(default_factory=list)  # literals the value is compared against
+    compared_values: list[str] = Field(default_factory=list, description="literals the value is compared against")
     on_path: bool = True
 
 
@@ -184,19 +270,19 @@ class EnvVarUse(_Facts):
     """Everything known about one variable: who sets it, who reads it, what values the readers accept."""
 
     set_in_env: bool = False
-    value: str | None = None  # the value in this environment (redacted when secret-looking)
-    set_by: list[str] = Field(default_factory=list)  # launchers that set it: "run_wan.bat", "main.js"
+    value: str | None = Field(None, description="the value in this environment (redacted when secret-looking)")
+    set_by: list[str] = Field(default_factory=list, description='launchers that set it: "run_wan.bat", "main.js"')
     launcher_values: list[str] = Field(default_factory=list)
     read_on_path: bool = False
     read_off_path: bool = False
     files_on_path: list[str] = Field(default_factory=list)
     files_off_path: list[str] = Field(default_factory=list)
-    compared_values: list[str] = Field(default_factory=list)  # from on-path reads
-    value_ignored: bool = False  # set (env or launcher) to a value no on-path comparison accepts
+    compared_values: list[str] = Field(default_factory=list, description="from on-path reads")
+    value_ignored: bool = Field(False, description="set (env or launcher) to a value no on-path comparison accepts")
 
 
 class ArgFacts(_Facts):
-    name: str  # dest, e.g. "offload_model"
+    name: str = Field(description='dest, e.g. "offload_model"')
     flags: list[str] = Field(default_factory=list)
     default: Any = None
     type: str = ""
@@ -206,14 +292,16 @@ class ArgFacts(_Facts):
 
 class ImportPath(_Facts):
     entry: str = ""
-    modules: list[str] = Field(default_factory=list)  # checkout files on the run's path (relative)
-    conditional: list[str] = Field(default_factory=list)  # reached only through imports inside functions
-    third_party: list[str] = Field(default_factory=list)  # top-level names
-    unimported: list[str] = Field(default_factory=list)  # checkout .py files the run never imports
-    # imported (a package __init__ imports every pipeline) but serving only other tasks: not judged
-    other_tasks: list[str] = Field(default_factory=list)
-    unresolved: list[str] = Field(default_factory=list)  # "wan/x.py:12 importlib.import_module(name)"
-    errors: list[str] = Field(default_factory=list)  # "wan/bad.py:3 SyntaxError: ..."
+    modules: list[str] = Field(default_factory=list, description="checkout files on the run's path (relative)")
+    conditional: list[str] = Field(default_factory=list, description="reached only through imports inside functions")
+    third_party: list[str] = Field(default_factory=list, description="top-level names")
+    unimported: list[str] = Field(default_factory=list, description="checkout .py files the run never imports")
+    other_tasks: list[str] = Field(
+        default_factory=list,
+        description="imported (a package __init__ imports every pipeline) but serving only other tasks: not judged",
+    )
+    unresolved: list[str] = Field(default_factory=list, description='"wan/x.py:12 importlib.import_module(name)"')
+    errors: list[str] = Field(default_factory=list, description='"wan/bad.py:3 SyntaxError: ..."')
 
 
 class LauncherSet(_Facts):
@@ -225,25 +313,25 @@ class LauncherSet(_Facts):
 
 class RepoFacts(_Facts):
     path: str = ""
-    given: bool = False  # the user named a checkout (or one was found in the current directory)
+    given: bool = Field(False, description="the user named a checkout (or one was found in the current directory)")
     found: bool = False
     is_wan: bool = False
     error: str | None = None
     entry_script: str = ""
-    wan_version: str = ""  # "2.1", "2.2" when the code says so
+    wan_version: str = Field("", description='"2.1", "2.2" when the code says so')
     args: list[ArgFacts] = Field(default_factory=list)
-    given_args: list[str] = Field(default_factory=list)  # what came after "--"
-    args_error: str | None = None  # the given args do not parse the way generate.py would parse them
-    effective: dict[str, Any] = Field(default_factory=dict)  # dest -> value the run will use
-    offload_defaulted: bool = False  # offload_model came from the None -> True runtime default
+    given_args: list[str] = Field(default_factory=list, description='what came after "--"')
+    args_error: str | None = Field(None, description="the given args do not parse the way generate.py would parse them")
+    effective: dict[str, Any] = Field(default_factory=dict, description="dest -> value the run will use")
+    offload_defaulted: bool = Field(False, description="offload_model came from the None -> True runtime default")
     import_path: ImportPath = Field(default_factory=ImportPath)
     env_reads: list[EnvRead] = Field(default_factory=list)
     env_vars: dict[str, EnvVarUse] = Field(default_factory=dict)
     launchers: list[LauncherSet] = Field(default_factory=list)
     sites: list[CodeSite] = Field(default_factory=list)
-    flash_attn_required: bool = False  # the model's attention asserts flash_attn is importable
-    sdpa_fallback: bool = False  # the on-path attention falls back to scaled_dot_product_attention
-    fa3_result_indexed: bool = False  # on-path code indexes flash_attn_interface's result with [0]
+    flash_attn_required: bool = Field(False, description="the model's attention asserts flash_attn is importable")
+    sdpa_fallback: bool = Field(False, description="the on-path attention falls back to scaled_dot_product_attention")
+    fa3_result_indexed: bool = Field(False, description="on-path code indexes flash_attn_interface's result with [0]")
 
 
 # -- checkpoints -----------------------------------------------------------------------------------------
@@ -251,10 +339,12 @@ class RepoFacts(_Facts):
 
 class CheckpointFile(_Facts):
     path: str
-    format: str = ""  # "safetensors", "pth", "gguf", "bin"
+    format: str = Field("", description='"safetensors", "pth", "gguf", "bin"')
     bytes: int = 0
     params: int = 0
-    dtypes: dict[str, int] = Field(default_factory=dict)  # dtype -> parameter count ("BF16", "F32", "F8_E4M3")
+    dtypes: dict[str, int] = Field(
+        default_factory=dict, description='dtype -> parameter count ("BF16", "F32", "F8_E4M3")'
+    )
     error: str | None = None
 
 
@@ -262,12 +352,32 @@ class CheckpointModel(_Facts):
     """A folder of weight files that together form one model (a DiT expert, T5, the VAE)."""
 
     folder: str
-    role: str = ""  # "dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"
+    role: str = Field("", description='"dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"')
     files: int = 0
     bytes: int = 0
     params: int = 0
-    main_dtype: str = ""  # the dtype holding most parameters
+    main_dtype: str = Field("", description="the dtype holding most parameters")
     dtypes: dict[str, int] = Field(default_factory=dict)
+
+
+class StorageFacts(_Facts):
+    """Where the checkpoint folder lives: the filesystem, the disk under it, and (with ``--deep``) how fast it reads."""
+
+    path: str = ""
+    mount_point: str = ""
+    fstype: str = Field("", description='"ext4", "ntfs", "nfs4", "cifs", "fuse.rclone", "9p" (WSL\'s Windows drives)')
+    device: str = Field("", description='what is mounted: "/dev/nvme0n1p2", "//nas/models", "server:/export"')
+    network: bool = Field(False, description="a network filesystem (NFS, SMB/CIFS, 9p, ...) or a remote drive")
+    fuse: bool = Field(False, description="a FUSE filesystem (rclone, s3fs, sshfs): every read goes through a daemon")
+    disk: str = Field("", description='the block device under the filesystem: "sda", "nvme0n1", "vda"')
+    rotational: bool | None = Field(None, description="the kernel says the disk spins (an HDD); None when unknown")
+    virtual_disk: bool = Field(
+        False, description="a VM's virtual disk (virtio, Xen), whose rotational flag says nothing about the medium"
+    )
+    read_mib_s: float = Field(0.0, description="measured uncached read speed of a checkpoint file; 0 when not measured")
+    read_bytes: int = Field(0, description="bytes the measurement read")
+    read_note: str = Field("", description='why no measurement: "not measured (add --deep)", "direct reads refused"')
+    error: str | None = None
 
 
 class CheckpointFacts(_Facts):
@@ -277,10 +387,11 @@ class CheckpointFacts(_Facts):
     error: str | None = None
     files: list[CheckpointFile] = Field(default_factory=list)
     models: list[CheckpointModel] = Field(default_factory=list)
-    dit_params: int = 0  # one expert
+    dit_params: int = Field(0, description="one expert")
     dit_experts: int = 0
     dit_main_dtype: str = ""
-    dit_bytes_on_disk: int = 0  # one expert
+    dit_bytes_on_disk: int = Field(0, description="one expert")
+    storage: StorageFacts = Field(default_factory=StorageFacts)
 
 
 # -- git -------------------------------------------------------------------------------------------------
@@ -288,7 +399,7 @@ class CheckpointFacts(_Facts):
 
 class ChangedFile(_Facts):
     path: str
-    status: str = "M"  # A, M, D, R
+    status: str = Field("M", description="A, M, D, R")
     on_path_here: bool = False
     on_path_there: bool = False
 
@@ -319,10 +430,13 @@ class GitFacts(_Facts):
     changed_off_path: list[str] = Field(default_factory=list)
     here: BranchSide = Field(default_factory=BranchSide)
     there: BranchSide = Field(default_factory=BranchSide)
-    # site kinds present on the run's path on one side only: "sdpa_flash_disabled", "mask_per_call", ...
-    sites_added: list[str] = Field(default_factory=list)
+    sites_added: list[str] = Field(
+        default_factory=list,
+        description="site kinds present on the run's path on one side only: "
+        '"sdpa_flash_disabled", "mask_per_call", ...',
+    )
     sites_removed: list[str] = Field(default_factory=list)
-    defaults_changed: dict[str, list[Any]] = Field(default_factory=dict)  # arg -> [there, here]
+    defaults_changed: dict[str, list[Any]] = Field(default_factory=dict, description="arg -> [there, here]")
 
 
 # -- what the run will need ------------------------------------------------------------------------------
@@ -333,40 +447,56 @@ class Estimate(_Facts):
 
     task: str = ""
     known: bool = False
-    dit_params: int = 0  # one expert
+    dit_params: int = Field(0, description="one expert")
     dit_experts: int = 1
-    dit_runtime_dtype: str = ""  # "BF16" or "F32" after --convert_model_dtype (or not)
-    dit_bytes: int = 0  # one expert at the runtime dtype
+    dit_runtime_dtype: str = Field("", description='"BF16" or "F32" after --convert_model_dtype (or not)')
+    dit_bytes: int = Field(0, description="one expert at the runtime dtype")
     t5_bytes: int = 0
     vae_bytes: int = 0
     activations_bytes: int = 0
-    peak_vram_no_offload: int = 0  # every model resident
-    peak_vram_offload: int = 0  # only the active DiT expert and activations resident
-    offloaded_bytes: int = 0  # what offload parks in system RAM
+    peak_vram_no_offload: int = Field(0, description="every model resident")
+    peak_vram_offload: int = Field(0, description="only the active DiT expert and activations resident")
+    offloaded_bytes: int = Field(0, description="what offload parks in system RAM")
     note: str = ""
 
 
 class ParallelFacts(_Facts):
     """How the run splits over GPUs: the processes torchrun starts and Wan's multi-GPU arguments."""
 
-    # processes in the run, from WORLD_SIZE; None when it is unset (the doctor is not under torchrun: unknown,
-    # not 1) or unreadable
-    world_size: int | None = None
-    world_size_from: str = ""  # "torchrun" (its WORLD_SIZE), "WORLD_SIZE" (exported by hand), "" when unknown
-    local_world_size: int | None = None  # processes on this machine: one per GPU it needs
-    local_world_size_from: str = ""  # "LOCAL_WORLD_SIZE", or "WORLD_SIZE, one machine"
-    ulysses_size: int | None = None  # --ulysses_size the run gets; None when generate.py has none or is unknown
-    ring_size: int | None = None  # --ring_size (Wan2.1 only); None where generate.py has no such argument
-    sp_size: int | None = None  # ulysses_size x ring_size: the processes sequence parallel spreads over
+    world_size: int | None = Field(
+        None,
+        description="processes in the run, from WORLD_SIZE; None when it is unset "
+        "(the doctor is not under torchrun: unknown, not 1) or unreadable",
+    )
+    world_size_from: str = Field(
+        "", description='"torchrun" (its WORLD_SIZE), "WORLD_SIZE" (exported by hand), "" when unknown'
+    )
+    local_world_size: int | None = Field(None, description="processes on this machine: one per GPU it needs")
+    local_world_size_from: str = Field("", description='"LOCAL_WORLD_SIZE", or "WORLD_SIZE, one machine"')
+    ulysses_size: int | None = Field(
+        None, description="--ulysses_size the run gets; None when generate.py has none or is unknown"
+    )
+    ring_size: int | None = Field(
+        None, description="--ring_size (Wan2.1 only); None where generate.py has no such argument"
+    )
+    sp_size: int | None = Field(
+        None, description="ulysses_size x ring_size: the processes sequence parallel spreads over"
+    )
     dit_fsdp: bool = False
     t5_fsdp: bool = False
-    requested: bool = False  # sequence parallel above 1, --dit_fsdp or --t5_fsdp: the run needs torchrun
+    requested: bool = Field(
+        False, description="sequence parallel above 1, --dit_fsdp or --t5_fsdp: the run needs torchrun"
+    )
     task: str = ""
-    heads: int | None = None  # attention heads of the task's DiT; None for a task nobody knows
-    heads_from: str = ""  # "official config of t2v-14B", "model size 14B in the task name"
-    ulysses_choices: list[int] = Field(default_factory=list)  # sizes the heads allow, up to the visible GPUs
-    visible_gpus: int | None = None  # GPUs the run can see after CUDA_VISIBLE_DEVICES; None without NVML
-    error: str | None = None  # "WORLD_SIZE='eight' is not a whole number: ..."
+    heads: int | None = Field(None, description="attention heads of the task's DiT; None for a task nobody knows")
+    heads_from: str = Field("", description='"official config of t2v-14B", "model size 14B in the task name"')
+    ulysses_choices: list[int] = Field(
+        default_factory=list, description="sizes the heads allow, up to the visible GPUs"
+    )
+    visible_gpus: int | None = Field(
+        None, description="GPUs the run can see after CUDA_VISIBLE_DEVICES; None without NVML"
+    )
+    error: str | None = Field(None, description="\"WORLD_SIZE='eight' is not a whole number: ...\"")
 
 
 class Facts(_Facts):
@@ -377,6 +507,7 @@ class Facts(_Facts):
     env: EnvFacts = Field(default_factory=EnvFacts)
     system: SystemFacts = Field(default_factory=SystemFacts)
     nvml: NvmlFacts = Field(default_factory=NvmlFacts)
+    amd: AmdFacts = Field(default_factory=AmdFacts)
     torch: TorchFacts = Field(default_factory=TorchFacts)
     packages: PackagesFacts = Field(default_factory=PackagesFacts)
     repo: RepoFacts = Field(default_factory=RepoFacts)
@@ -384,7 +515,7 @@ class Facts(_Facts):
     git: GitFacts = Field(default_factory=GitFacts)
     estimate: Estimate = Field(default_factory=Estimate)
     parallel: ParallelFacts = Field(default_factory=ParallelFacts)
-    probe_errors: list[str] = Field(default_factory=list)  # a probe that crashed anyway: "gpu: ..."
+    probe_errors: list[str] = Field(default_factory=list, description='a probe that crashed anyway: "gpu: ..."')
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 

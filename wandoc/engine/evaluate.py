@@ -8,21 +8,21 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from wandoc.engine.expr import ExprError, compile_expr, render
-from wandoc.engine.rules import SEVERITY_RANK, Rule
+from wandoc.engine.rules import SEVERITY_RANK, Rule, Severity
 
 
 class Finding(BaseModel):
-    rule: str
-    severity: str
-    title: str
-    message: str
-    fix: str = ""  # prose and, where there is one, the command for the user's shell
-    fix_command: str | None = None
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    area: str = ""
-    step: int | None = None  # runtime findings: the first step where it fired
-    module: str | None = None  # runtime findings: dotted module path
-    process_rank: int | None = None  # runtime findings of a multi-process run: the rank that saw it
+    rule: str = Field(description="The rule's id, e.g. RUN-OFFLOAD-TRAFFIC (see docs/rules.md).")
+    severity: Severity = Field(description="error (fails, or many times slower), warning (noticeably slower) or info.")
+    title: str = Field(description="What is wrong, in a few words.")
+    message: str = Field(description="What the rule saw, citing the evidence.")
+    fix: str = Field("", description="Prose and, where there is one, the command for the user's shell.")
+    fix_command: str | None = Field(None, description="The command alone, for the user's shell, when the fix has one.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="The values the rule judged, by name.")
+    area: str = Field("", description="The rule's area: ENV, GPU, TORCH, SYS, ARGS, ATTN, CODE, CKPT, GIT or RUN.")
+    step: int | None = Field(None, description="Runtime findings: the first step where it fired.")
+    module: str | None = Field(None, description="Runtime findings: dotted module path.")
+    process_rank: int | None = Field(None, description="Runtime findings of a multi-process run: the rank that saw it.")
 
     @property
     def rank(self) -> int:

@@ -1,18 +1,12 @@
 """The reference of the JSON that scripts read (docs/report-format.md), generated from the models themselves so
 it never drifts from them: every field with its JSON type and what it means.
 
-A field's meaning is its ``description=``, else the comment written beside it in the model's source (the facts'
-models say what their fields hold that way). Regenerate with ``python -m wandoc.render.report_format >
+A field's meaning is its ``description=``. Regenerate with ``python -m wandoc.render.report_format >
 docs/report-format.md``; a test fails while the committed file is stale.
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
-import io
-import textwrap
-import tokenize
 import types
 from collections.abc import Iterator
 from typing import Any, Literal, Union, get_args, get_origin
@@ -42,53 +36,11 @@ CHECK_SUMMARY_KEYS: dict[str, tuple[str, str]] = {
     "fail_on": ("str", "The severity at which the command exits 1: error, warning or never."),
 }
 CHECK_RULES_KEYS = ("evaluated", "files")
-# Finding lives in the rule engine, whose fields carry no descriptions of their own
-FINDING_FIELDS = {
-    "rule": "The rule's id, e.g. RUN-OFFLOAD-TRAFFIC (see docs/rules.md).",
-    "severity": "error (fails, or many times slower), warning (noticeably slower) or info.",
-    "title": "What is wrong, in a few words.",
-    "message": "What the rule saw, citing the evidence.",
-    "fix_command": "The command alone, for the user's shell, when the fix has one.",
-    "evidence": "The values the rule judged, by name.",
-    "area": "The rule's area: ENV, GPU, TORCH, SYS, ARGS, ATTN, CODE, CKPT, GIT or RUN.",
-}
 
 
 def _cell(text: str) -> str:
     """One line of markdown that keeps table cells apart and never reads as an HTML tag."""
     return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
-
-
-def source_comments(cls: type) -> dict[str, str]:
-    """Field name -> the comment beside it (same line), or the comment lines right above it."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    comments: dict[int, str] = {}
-    own_line: set[int] = set()
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-            if not tok.line[: tok.start[1]].strip():
-                own_line.add(tok.start[0])
-    out: dict[str, str] = {}
-    body = ast.parse(source).body[0]
-    assert isinstance(body, ast.ClassDef)
-    for node in body.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        end = node.end_lineno or node.lineno
-        if end in comments and end not in own_line:
-            out[node.target.id] = comments[end]
-            continue
-        above, line = [], node.lineno - 1
-        while line in own_line:
-            above.insert(0, comments[line])
-            line -= 1
-        if above:
-            out[node.target.id] = " ".join(above)
-    return out
 
 
 def _models_in(tp: Any) -> Iterator[type[BaseModel]]:
@@ -123,11 +75,10 @@ def _first_sentence(model: type[BaseModel]) -> str:
 
 
 def fields(model: type[BaseModel]) -> Iterator[tuple[str, str, str]]:
-    """(JSON key, type, meaning): the description, else the source comment, else the nested model's docstring."""
-    comments = source_comments(model)
+    """(JSON key, type, meaning): the description, else the nested model's docstring."""
     for name, field in model.model_fields.items():
         nested = [m for m in _models_in(field.annotation) if m.__doc__ and m.__doc__ != BaseModel.__doc__]
-        meaning = field.description or comments.get(name) or (FINDING_FIELDS.get(name, "") if model is Finding else "")
+        meaning = field.description or ""
         yield (
             field.alias or name,
             type_name(field.annotation),
