@@ -8,7 +8,8 @@
 * Further signals in the next ``GRACE_S`` seconds are noted, not raised: three quick Ctrl-C presses must not
   break the writing of the report the first one asked for. One after that, when the run has still not ended
   (a script that swallowed the first, a cleanup that hangs), leaves at once: the report is written in haste
-  from what was judged so far (``partial``) and the process exits.
+  from what was judged so far (``partial``) and the process exits. One that comes once the report is written
+  leaves at once too, quietly (it would otherwise break an exit handler with a traceback).
 * A parent that started this run (``wandoc bisect``) hands it the read end of a pipe in ``WANRUN_PARENT_FD``;
   when the parent dies, even by SIGKILL, the pipe reads end-of-file and the run stops as if it got SIGTERM,
   then leaves at once if it has not ended ``GRACE_S`` later. Nobody is left computing for a parent that is gone.
@@ -111,10 +112,16 @@ class Ending:
         self._done.set()
         self._set_console_handler(False)
         for sig, previous in self._previous.items():
+            # once a signal stopped the run, the process is on its way out with its report written: one more
+            # (the second of three quick Ctrl-C) leaves at once instead of breaking an exit handler with a traceback
+            handler = self._leave_now if self.reason is not None else previous
             with contextlib.suppress(TypeError, ValueError, OSError):
-                signal.signal(sig, previous)  # type: ignore[arg-type]
+                signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
         return False
+
+    def _leave_now(self, signum: int, frame: FrameType | None) -> None:
+        leave(self.exit_code)
 
     def done(self) -> None:
         """The run's report is written: nothing more to save in haste."""
