@@ -16,8 +16,9 @@ from wanrepo import (
     write_files,
 )
 
+from wandoc.code.imports import walk_source
+from wandoc.code.source import FsSource
 from wandoc.probes.git_compare import GitSource, probe_git, probe_ref
-from wandoc.probes.import_path import FsSource, walk_source
 
 
 def _state(root: Path) -> tuple[str, str, str, str]:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from wanrepo import FoundingStory, write_files
 
-from wandoc.probes.import_path import FsSource, parse_text, walk_imports, walk_source
+from wandoc.code.imports import walk_imports, walk_source
+from wandoc.code.parse import parse_text
+from wandoc.code.source import FsSource
 
 
 def test_founding_story_path(story: FoundingStory) -> None:

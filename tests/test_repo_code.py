@@ -13,7 +13,8 @@ from wanrepo import (
     write_files,
 )
 
-from wandoc.probes.repo_code import parse_launcher, probe_repo
+from wandoc.code.launchers import parse_launcher
+from wandoc.code.probe import probe_repo
 
 # -- the founding story --------------------------------------------------------------------------------
 

@@ -18,10 +18,10 @@ from wanrepo import (
     write_files,
 )
 
+from wandoc.code.probe import probe_repo
 from wandoc.engine import Rule, evaluate, load_rule_file
 from wandoc.facts import CodeSite, Facts, RepoFacts
 from wandoc.probes.git_compare import probe_ref
-from wandoc.probes.repo_code import probe_repo
 
 
 def fires(rule: Rule, repo: RepoFacts) -> list[str]:

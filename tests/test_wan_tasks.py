@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from wandoc import rulebook
+from wandoc.code.probe import probe_repo
+from wandoc.code.tasks import other_task_files, scope_sites
 from wandoc.engine import evaluate
 from wandoc.facts import CodeSite, Facts
-from wandoc.probes.repo_code import probe_repo
-from wandoc.probes.wan_tasks import other_task_files, scope_sites
 
 
 def test_other_task_files_by_family() -> None:

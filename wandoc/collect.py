@@ -69,8 +69,9 @@ def _ckpt_dir(req: Request, repo: RepoFacts) -> Path | None:
 
 
 def collect(req: Request) -> Facts:
+    from wandoc.code.probe import probe_repo
     from wandoc.estimate import estimate
-    from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
+    from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, system, torch_build
     from wandoc.probes.parallel import probe_parallel
 
     errors: list[str] = []
@@ -82,7 +83,7 @@ def collect(req: Request) -> Facts:
         f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, PackagesFacts)
         f_repo = pool.submit(
             _safe, "repo", errors,
-            lambda: repo_code.probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
+            lambda: probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
         )  # fmt: skip
         f_git = pool.submit(
             _safe, "git", errors,

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wandoc.code.checkout import find_checkout
 from wandoc.facts import SITE_KINDS, BranchSide, CodeSite, EnvRead, GitFacts
 from wandoc.probes.git_compare import probe_git
-from wandoc.probes.repo_code import find_checkout
 from wandoc.worktree import GitFailed, git_out, temp_worktree
 
 # site kinds that say which backend runs, not that it runs slowly: shown, but a rule does not hang on them

@@ -1,9 +1,8 @@
 """Branch differences that can explain a slowdown, and the ones that cannot.
 
-``--compare REF`` diffs the working tree against REF through the ``git`` CLI and splits the changed files into
-those on the run's import path (on either side) and those the run never imports. Each side's code facts (sites,
-argument defaults, env reads) come from the same code probe, fed by a reader: the working tree, or REF read with
-``git ls-tree`` / ``git cat-file``. The user's working tree is never touched: no checkout, no stash, no worktree.
+``--compare REF`` diffs the working tree against REF through the ``git`` CLI; this module is the git side (running
+git, reading REF with ``git ls-tree`` / ``git cat-file``), ``wandoc.code.compare`` the code side. The user's
+working tree is never touched: no checkout, no stash, no worktree.
 """
 
 from __future__ import annotations
@@ -14,9 +13,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from wandoc.facts import BranchSide, ChangedFile, GitFacts, RepoFacts
-from wandoc.probes.import_path import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir
-from wandoc.probes.repo_code import code_facts, find_checkout, scan_launchers
+from wandoc.code.checkout import find_checkout
+from wandoc.code.compare import compare
+from wandoc.code.launchers import scan_launchers
+from wandoc.code.probe import code_facts
+from wandoc.code.source import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir
+from wandoc.facts import GitFacts, RepoFacts
 
 GIT_TIMEOUT = 20.0
 
@@ -110,17 +112,6 @@ class GitSource:
         return texts
 
 
-def _side(facts: RepoFacts, ref: str, commit: str) -> BranchSide:
-    return BranchSide(
-        ref=ref,
-        commit=commit,
-        sites=[s for s in facts.sites if s.on_path],
-        effective=facts.effective,
-        arg_defaults={a.name: a.default for a in facts.args},
-        env_reads=facts.env_reads,
-    )
-
-
 def _name_status(raw: bytes) -> list[tuple[str, str, str | None]]:
     """(status letter, path, old path for renames and copies) from ``git diff --name-status -z``."""
     parts = raw.decode("utf-8", errors="surrogateescape").split("\0")
@@ -208,32 +199,7 @@ def _probe_git(
     launchers = scan_launchers(root)
     here = code_facts(FsSource(root), script, given_args, environ, launchers)
     there = code_facts(there_source, script, given_args, environ, launchers)
-    if there.error:
-        facts.compare_error = f"{ref}: {there.error}"
-    facts.here = _side(here, facts.branch or "HEAD", facts.commit)
-    facts.there = _side(there, ref, there_commit)
-    on_here, on_there = set(here.import_path.modules), set(there.import_path.modules)
-    for status, new, old in changes:
-        facts.changed.append(
-            ChangedFile(
-                path=new,
-                status=status,
-                on_path_here=status != "D" and new in on_here,
-                on_path_there=status != "A" and (old or new) in on_there,
-            )
-        )
-    facts.changed_on_path = [c.path for c in facts.changed if c.on_path_here or c.on_path_there]
-    facts.changed_off_path = [c.path for c in facts.changed if not (c.on_path_here or c.on_path_there)]
-    kinds_here = {s.kind for s in facts.here.sites}
-    kinds_there = {s.kind for s in facts.there.sites}
-    facts.sites_added = sorted(kinds_here - kinds_there)
-    facts.sites_removed = sorted(kinds_there - kinds_here)
-    both = facts.here.arg_defaults.keys() & facts.there.arg_defaults.keys()
-    facts.defaults_changed = {
-        name: [facts.there.arg_defaults[name], facts.here.arg_defaults[name]]
-        for name in sorted(both)
-        if facts.there.arg_defaults[name] != facts.here.arg_defaults[name]
-    }
+    compare(facts, here, there, changes, facts.commit, there_commit)
     return facts
 
 

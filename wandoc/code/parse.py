@@ -1,0 +1,229 @@
+"""Each file parsed once per distinct content (a SHA-1 of its text), with its import statements collected.
+
+Both sides of a comparison share most files, and the repo and git probes run side by side on the same checkout,
+so the parse cache is keyed by content and shared between threads. ``memo`` holds the other modules' per-content
+work (functions, scans, env reads), so it is also done once per content.
+"""
+
+from __future__ import annotations
+
+import ast
+import gc
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+_CACHE_SIZE = 4096
+# Substrings that make a file worth a full walk for dynamic imports and sys.path tricks.
+_DEEP_TRIGGERS = ("import_module", "__import__", "sys.path", "spec_from_file_location", "addsitedir", "run_path")
+
+
+@dataclass(frozen=True)
+class ImportRef:
+    """One import statement or import-like call, as written (resolution needs the file's location)."""
+
+    line: int
+    kind: str  # "import", "from", "dynamic" (literal import_module/__import__), "file" (load by path)
+    module: str = ""  # dotted; "" for ``from . import x``
+    level: int = 0
+    names: tuple[tuple[str, str | None], ...] = ()  # (name, asname)
+    in_function: bool = False
+    main_only: bool = False  # under ``if __name__ == "__main__":`` (runs only when the file is the script)
+    expr: ast.expr | None = None  # for "file": the path expression
+
+
+@dataclass
+class ParsedFile:
+    """One file's syntax tree and the import facts of its content; ``memo`` holds other probes' per-content work."""
+
+    text: str
+    tree: ast.Module | None
+    error: tuple[int, str] | None  # (line, "SyntaxError: message")
+    imports: list[ImportRef] = field(default_factory=list)
+    dynamic_unresolved: list[tuple[int, str]] = field(default_factory=list)  # (line, "import_module(name)")
+    path_adds: list[ast.expr] = field(default_factory=list)  # sys.path.insert/append arguments
+    assigns: dict[str, ast.expr] = field(default_factory=dict)  # module-level NAME = expr, for path evaluation
+    memo: dict[str, Any] = field(default_factory=dict)
+    _lines: list[str] | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        if self._lines is None:
+            self._lines = self.text.splitlines()
+        return self._lines
+
+
+_cache: OrderedDict[bytes, ParsedFile] = OrderedDict()
+_inflight: dict[bytes, threading.Event] = {}
+_cache_lock = threading.Lock()
+
+
+def parse_text(text: str) -> ParsedFile:
+    """Parse once per distinct content; both sides of a comparison and both probes (threads) share the result."""
+    key = hashlib.sha1(text.encode("utf-8", errors="surrogatepass")).digest()
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+        event = _inflight.get(key)
+        owner = event is None
+        if owner:
+            event = _inflight[key] = threading.Event()
+    assert event is not None
+    if not owner:
+        event.wait(30)
+        with _cache_lock:
+            hit = _cache.get(key)
+        if hit is not None:
+            return hit
+    try:
+        parsed = _parse(text)
+        with _cache_lock:
+            _cache[key] = parsed
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        return parsed
+    finally:
+        if owner:
+            with _cache_lock:
+                _inflight.pop(key, None)
+            event.set()
+
+
+def _parse(text: str) -> ParsedFile:
+    paused = gc.isenabled()
+    gc.disable()  # building a large tree triggers the cycle collector again and again: ~15% of the parse time
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as exc:
+        return ParsedFile(text, None, (exc.lineno or 0, f"SyntaxError: {exc.msg}"))
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return ParsedFile(text, None, (0, f"{type(exc).__name__}: {exc}"))
+    finally:
+        if paused:
+            gc.enable()
+    pf = ParsedFile(text, tree, None)
+    try:
+        _collect(pf, tree, deep=any(t in text for t in _DEEP_TRIGGERS))
+    except RecursionError:
+        pf.error = (0, "RecursionError: nesting too deep to analyse")
+    return pf
+
+
+def segment(pf: ParsedFile, node: ast.AST) -> str:
+    """The source lines of ``node`` (a cheap text test before an AST walk)."""
+    start, end = getattr(node, "lineno", 1), getattr(node, "end_lineno", None) or len(pf.lines)
+    return "\n".join(pf.lines[start - 1 : end])
+
+
+def dotted(node: ast.AST) -> str:
+    """``a.b.c`` for a Name/Attribute chain, else ""."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return dotted(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
+    )
+
+
+def str_const(node: ast.AST | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
+    """Imports by statement (cheap: only statement lists are visited); with ``deep``, also import calls and
+    sys.path edits inside expressions (a full walk, done only for files whose text mentions them)."""
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            pf.assigns[stmt.targets[0].id] = stmt.value
+
+    def stmts(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
+        for s in body:
+            if isinstance(s, ast.Import | ast.ImportFrom):
+                names = tuple((a.name, a.asname) for a in s.names)
+                if isinstance(s, ast.Import):
+                    pf.imports.append(
+                        ImportRef(s.lineno, "import", names=names, in_function=in_func, main_only=main_only)
+                    )
+                else:
+                    pf.imports.append(ImportRef(s.lineno, "from", s.module or "", s.level, names, in_func, main_only))
+            elif isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
+                stmts(s.body, True, main_only)
+            elif isinstance(s, ast.If) and _is_type_checking(s.test):
+                stmts(s.orelse, in_func, main_only)
+            elif isinstance(s, ast.If) and not in_func and _is_main_guard(s.test):
+                stmts(s.body, in_func, True)
+                stmts(s.orelse, in_func, main_only)
+            else:
+                for name in ("body", "orelse", "finalbody"):
+                    sub = getattr(s, name, None)
+                    if sub:
+                        stmts(sub, in_func, main_only)
+                for h in getattr(s, "handlers", ()):
+                    stmts(h.body, in_func, main_only)
+                for case in getattr(s, "cases", ()):
+                    stmts(case.body, in_func, main_only)
+
+    def exprs(node: ast.AST, in_func: bool, main_only: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                exprs(child, True, main_only)
+            elif isinstance(child, ast.If) and not in_func and _is_main_guard(child.test):
+                exprs(child, in_func, True)
+            else:
+                if isinstance(child, ast.Call):
+                    _dynamic(pf, child, in_func, main_only)
+                exprs(child, in_func, main_only)
+
+    stmts(tree.body, False, False)
+    if deep:
+        exprs(tree, False, False)
+
+
+def _dynamic(pf: ParsedFile, call: ast.Call, in_func: bool, main_only: bool) -> None:
+    name = dotted(call.func)
+    last = name.rsplit(".", 1)[-1]
+    arg0 = call.args[0] if call.args else None
+    if last == "import_module" or name == "__import__":
+        literal = str_const(arg0)
+        if literal is None:
+            shown = ast.unparse(arg0) if arg0 is not None else ""
+            pf.dynamic_unresolved.append((call.lineno, f"{last}({shown[:60]})"))
+            return
+        level = len(literal) - len(literal.lstrip("."))
+        name = literal.lstrip(".")
+        package = (
+            call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "package"), None)
+        )
+        if level and (anchor := str_const(package)) is not None:  # import_module(".x", package="pkg")
+            parts = anchor.split(".")[: len(anchor.split(".")) - (level - 1)]
+            name, level = ".".join(p for p in [*parts, name] if p), 0
+        pf.imports.append(ImportRef(call.lineno, "dynamic", name, level, (), in_func, main_only))
+    elif name.startswith("sys.path.") and last in ("insert", "append") and call.args:
+        pf.path_adds.append(call.args[-1])
+    elif name.startswith("sys.path.") and last == "extend" and isinstance(arg0, ast.List | ast.Tuple):
+        pf.path_adds.extend(arg0.elts)
+    elif last == "addsitedir" and arg0 is not None:
+        pf.path_adds.append(arg0)
+    elif last == "spec_from_file_location" and len(call.args) >= 2:
+        pf.imports.append(ImportRef(call.lineno, "file", in_function=in_func, main_only=main_only, expr=call.args[1]))
+    elif last == "run_path" and arg0 is not None:
+        pf.imports.append(ImportRef(call.lineno, "file", in_function=in_func, main_only=main_only, expr=arg0))
