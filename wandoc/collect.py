@@ -143,8 +143,10 @@ def coverage(facts: Facts) -> tuple[list[str], list[str]]:
         seen.append("torch import and a GPU matmul (--deep)")
     else:
         unseen.append("torch import and CUDA at run time (add --deep)")
-    if facts.repo.found:
-        seen.append(f"the code of {facts.repo.path}")
+    if facts.repo.found and facts.repo.call_graph.entry:
+        seen.append(f"the code of {facts.repo.path} that {facts.repo.call_graph.entry} runs")
+    elif facts.repo.found:
+        unseen.append(f"the code of {facts.repo.path} (no entry script found: name it with --script)")
     elif facts.repo.given:
         unseen.append(f"the checkout ({facts.repo.error})")
     else:

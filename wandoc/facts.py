@@ -169,6 +169,21 @@ class CodeSite(_Facts):
     function: str = ""  # qualified: "WanAttentionBlock.forward", "attention"
     snippet: str = ""
     on_path: bool = True  # the file is imported by the run
+    reach: str = Field(
+        "forward",
+        description='How often the line runs in this run: "forward" (every step), "once", "conditional" (under '
+        'a condition the doctor could not decide), "never", or "unknown" (no entry script to start from). Facts '
+        "recorded before reach existed read as forward, as they were judged then.",
+    )
+    reach_why: str = Field("", description="The reach in words: the calls that get there, the condition, or why not")
+    conditions: list[str] = Field(
+        default_factory=list, description="Conditions this run makes true on the way there: `offload_model`"
+    )
+    chosen_by: list[str] = Field(
+        default_factory=list, description="Run arguments whose values lead to the site (a choice, not a bug)"
+    )
+    module: str = Field("", description='Module path inside the model when known: "blocks.*.self_attn"')
+    via: list[str] = Field(default_factory=list, description="Functions called from the entry down to the site")
 
 
 class EnvRead(_Facts):
@@ -214,6 +229,25 @@ class ImportPath(_Facts):
     other_tasks: list[str] = Field(default_factory=list)
     unresolved: list[str] = Field(default_factory=list)  # "wan/x.py:12 importlib.import_module(name)"
     errors: list[str] = Field(default_factory=list)  # "wan/bad.py:3 SyntaxError: ..."
+    errors_on_path: list[str] = Field(
+        default_factory=list, description="Files the run imports that do not parse: `wan/x.py:12 SyntaxError: ...`"
+    )
+    skipped: list[str] = Field(
+        default_factory=list, description="Files not read, with why: over the size bound, past the file count bound"
+    )
+
+
+class CallGraphFacts(_Facts):
+    """The call graph from the entry that decides each code site's reach."""
+
+    entry: str = Field("", description="The entry script the graph starts at; empty when none was resolved")
+    entry_from: str = Field(
+        "", description='How the entry was found: "generate.py", "--script", "known entry of <fork>", or ""'
+    )
+    functions_walked: int = Field(0, description="Functions the walk entered")
+    statements: int = Field(0, description="Statements visited, all argument contexts together")
+    unresolved_calls: int = Field(0, description="Calls whose target the doctor could not tell (library calls too)")
+    cut: str | None = Field(None, description="Why the walk stopped early, if it did")
 
 
 class LauncherSet(_Facts):
@@ -234,9 +268,18 @@ class RepoFacts(_Facts):
     args: list[ArgFacts] = Field(default_factory=list)
     given_args: list[str] = Field(default_factory=list)  # what came after "--"
     args_error: str | None = None  # the given args do not parse the way generate.py would parse them
+    args_note: str | None = Field(
+        None, description="Why the checkout's parser could not be replayed (not the user's fault)"
+    )
+    args_file: str = Field("", description="The file whose add_argument calls define the run's flags")
     effective: dict[str, Any] = Field(default_factory=dict)  # dest -> value the run will use
     offload_defaulted: bool = False  # offload_model came from the None -> True runtime default
     import_path: ImportPath = Field(default_factory=ImportPath)
+    call_graph: CallGraphFacts = Field(default_factory=CallGraphFacts)
+    model_configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Task -> values of the checkout's own wan/configs (num_heads, dim, ...), read as text",
+    )
     env_reads: list[EnvRead] = Field(default_factory=list)
     env_vars: dict[str, EnvVarUse] = Field(default_factory=dict)
     launchers: list[LauncherSet] = Field(default_factory=list)

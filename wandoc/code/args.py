@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import ast
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wandoc.code.parse import dotted
 from wandoc.facts import ArgFacts
 
+MAX_NARGS = 1000  # argparse builds a pattern per nargs: a bomb of 300,000,000 would take gigabytes
+MAX_CHOICES = 10_000
 _UNKNOWN = object()  # a default that is not a literal: the run computes it, we cannot
 
 
@@ -54,8 +57,9 @@ def _literal(node: ast.AST | None) -> tuple[bool, Any]:
         return False, None
 
 
-def arg_specs(tree: ast.Module) -> list[ArgSpec]:
-    """Every ``X.add_argument(...)`` in the entry script, in source order."""
+def arg_specs(tree: ast.Module, sequence: Callable[[ast.AST], list[Any] | None] | None = None) -> list[ArgSpec]:
+    """Every ``X.add_argument(...)`` in the file, in source order; ``sequence`` reads non-literal choices
+    (``list(WAN_CONFIGS.keys())``) from the checkout's own modules."""
     calls = [
         n
         for n in ast.walk(tree)
@@ -85,7 +89,9 @@ def arg_specs(tree: ast.Module) -> list[ArgSpec]:
             t = kw["type"]
             spec.type_name = "lambda" if isinstance(t, ast.Lambda) else dotted(t).rsplit(".", 1)[-1]
         ok, choices = _literal(kw.get("choices"))
-        spec.choices = list(choices) if ok and isinstance(choices, list | tuple | set | range) else None
+        spec.choices = list(choices) if ok and isinstance(choices, list | tuple | set) else None
+        if spec.choices is None and "choices" in kw and sequence is not None:
+            spec.choices = sequence(kw["choices"])
         spec.nargs = _literal(kw.get("nargs"))[1]
         spec.const = _literal(kw.get("const"))[1]
         spec.required = _literal(kw.get("required"))[1] is True
@@ -142,11 +148,19 @@ def effective_args(
     given_args: Sequence[str],
     environ: Mapping[str, str],
     prog: str = "generate.py",
-) -> tuple[dict[str, Any], str | None, bool]:
-    """Parse ``given_args`` as the script would, then apply its literal ``if args.X is None:`` defaults.
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[dict[str, Any], str | None, bool, str | None]:
+    """Parse ``given_args`` as the script would, then apply its ``if args.X is None:`` defaults (literals, the
+    world size, the task's config: ``args.sample_steps = cfg.sample_steps``).
 
-    Returns (effective values, argparse's error message or None, offload_model came from the runtime default).
+    Returns (effective values, argparse's error message or None, offload_model came from the runtime default,
+    why the parser could not be replayed or None).
     """
+    for s in specs:
+        if isinstance(s.nargs, int) and not 0 <= s.nargs <= MAX_NARGS:
+            return {}, None, False, f"{s.flags[0]} takes nargs={s.nargs:,}: the parser was not replayed"
+        if len(s.choices or ()) > MAX_CHOICES:
+            return {}, None, False, f"{s.flags[0]} has {len(s.choices or ()):,} choices: the parser was not replayed"
     parser = _Parser(prog=prog, exit_on_error=False, conflict_handler="resolve")
     store_like = ("", "store", "append", "extend")
     for s in specs:
@@ -176,12 +190,16 @@ def effective_args(
     try:
         ns = parser.parse_args(list(given_args))
     except (_ArgError, argparse.ArgumentError) as exc:
-        return {}, str(exc) or "invalid arguments", False
-    except Exception as exc:  # a type converter or an action of ours failing: still the user's arguments
-        return {}, f"{type(exc).__name__}: {exc}", False
+        return {}, str(exc) or "invalid arguments", False, None
+    except argparse.ArgumentTypeError as exc:  # the script's own bool converter refusing the value
+        return {}, f"ArgumentTypeError: {exc}", False, None
+    except (ValueError, TypeError, re.error, MemoryError, RecursionError) as exc:  # our replay, not the user
+        return {}, None, False, f"the parser could not be replayed: {type(exc).__name__}: {str(exc)[:120]}"
     effective = {k: v for k, v in vars(ns).items() if v is not _UNKNOWN}
-    defaulted = _runtime_defaults(tree, effective, environ)
-    return effective, None, "offload_model" in defaulted
+    task = effective.get("task")
+    config = (configs or {}).get(task, {}) if isinstance(task, str) else {}
+    defaulted = _runtime_defaults(tree, effective, environ, config)
+    return effective, None, "offload_model" in defaulted, None
 
 
 class _NoEval(Exception):
@@ -204,8 +222,10 @@ def _reads_world_size(node: ast.AST) -> bool:
     return False
 
 
-def _runtime_defaults(tree: ast.Module, effective: dict[str, Any], environ: Mapping[str, str]) -> set[str]:
-    """``if args.X is None: args.X = <literal or a condition on the world size>``, evaluated for this run."""
+def _runtime_defaults(
+    tree: ast.Module, effective: dict[str, Any], environ: Mapping[str, str], config: Mapping[str, Any]
+) -> set[str]:
+    """``if args.X is None: args.X = <literal, a condition on the world size, cfg.X>``, evaluated for this run."""
     ws = _world_size(environ)
     ws_names = {
         n.targets[0].id
@@ -239,7 +259,7 @@ def _runtime_defaults(tree: ast.Module, effective: dict[str, Any], environ: Mapp
             if not (isinstance(target, ast.Attribute) and target.attr == attr and dotted(target.value) == obj):
                 continue
             try:
-                value = _eval_default(stmt.value, effective, ws, ws_names)
+                value = _eval_default(stmt.value, effective, ws, ws_names, obj, config)
             except (_NoEval, TypeError, ValueError):
                 continue
             effective[attr] = value
@@ -247,8 +267,10 @@ def _runtime_defaults(tree: ast.Module, effective: dict[str, Any], environ: Mapp
     return done
 
 
-def _eval_default(node: ast.AST, effective: Mapping[str, Any], ws: int, ws_names: set[str]) -> Any:
-    rec = lambda n: _eval_default(n, effective, ws, ws_names)  # noqa: E731
+def _eval_default(
+    node: ast.AST, effective: Mapping[str, Any], ws: int, ws_names: set[str], obj: str, config: Mapping[str, Any]
+) -> Any:
+    rec = lambda n: _eval_default(n, effective, ws, ws_names, obj, config)  # noqa: E731
     if isinstance(node, ast.Constant) and isinstance(node.value, str | int | float | bool | type(None)):
         return node.value
     if isinstance(node, ast.IfExp):
@@ -270,8 +292,11 @@ def _eval_default(node: ast.AST, effective: Mapping[str, Any], ws: int, ws_names
             return ops[type(node.ops[0])]()
     if isinstance(node, ast.Name) and (node.id in ws_names or "world_size" in node.id.lower()):
         return ws
-    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr in effective:
-        return effective[node.attr]
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        if node.value.id == obj and node.attr in effective:
+            return effective[node.attr]
+        if node.value.id != obj and node.attr in config:  # ``cfg = WAN_CONFIGS[args.task]``
+            return config[node.attr]
     if isinstance(node, ast.Call) and _reads_world_size(node):
         return ws
     raise _NoEval

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from wandoc.code.args import arg_specs, effective_args
 from wandoc.code.checkout import find_checkout
+from wandoc.code.conditions import RunContext
+from wandoc.code.configs import ModuleValues
+from wandoc.code.entries import resolve_entry
 from wandoc.code.env_reads import all_env_reads, join_env
 from wandoc.code.imports import Walk, walk_source
 from wandoc.code.launchers import scan_launchers
-from wandoc.code.sites import find_sites
+from wandoc.code.parse import ParsedFile
+from wandoc.code.reach import Reach
+from wandoc.code.sites import ANYWHERE_TRIGGERS, Judged, find_sites, forward_roots, is_attn_file
 from wandoc.code.source import FsSource, Source
-from wandoc.code.tasks import other_task_files, scope_sites
-from wandoc.facts import ArgFacts, LauncherSet, RepoFacts
+from wandoc.code.symbols import Symbols
+from wandoc.facts import ArgFacts, CallGraphFacts, LauncherSet, RepoFacts
 
 _V22_MARKERS = ("ti2v", "A14B", "high_noise_model")
 
@@ -47,42 +54,141 @@ def code_facts(
     launchers: Sequence[LauncherSet] = (),
 ) -> RepoFacts:
     """Every code fact of one side of a checkout (working tree or git ref), given its reader."""
-    walk = walk_source(source, script)
+    files = source.list_py()
+    dirs = {d for f in files for d in _parents(f)}
+    entry_rel, entry_from = resolve_entry(set(files), dirs, script.replace("\\", "/").lstrip("./") or script)
+    walk = walk_source(source, entry_rel or script)
     facts = RepoFacts(
         found=True,
-        entry_script=script,
+        entry_script=entry_rel or script,
         given_args=list(given_args),
         import_path=walk.path,
         launchers=list(launchers),
     )
     if not walk.files:
         facts.error = "no Python files in the checkout"
-    elif script not in walk.resolver.files:
+    elif entry_rel is None:
         facts.error = f"{script} not found in the checkout"
-    entry = walk.parsed(script) if script in walk.resolver.files else None
+    entry = walk.parsed(entry_rel) if entry_rel is not None else None
     if entry is not None and entry.tree is not None:
-        specs = arg_specs(entry.tree)
-        facts.args = [s.as_facts() for s in specs]
-        facts.effective, facts.args_error, facts.offload_defaulted = effective_args(
-            specs, entry.tree, given_args, environ, script
-        )
+        values = ModuleValues(walk)
+        facts.model_configs = _task_configs(walk, values, entry_rel or script)
+        args_rel = _args_file(walk, entry_rel or script)
+        args_pf = walk.parsed(args_rel)
+        if args_pf is not None and args_pf.tree is not None:
+            facts.args_file = args_rel
+            specs = arg_specs(args_pf.tree, lambda node: values.sequence(args_rel, node))
+            facts.args = [s.as_facts() for s in specs]
+            trees = [args_pf.tree] if args_rel == entry_rel else [args_pf.tree, entry.tree]
+            merged = ast.Module(body=[stmt for t in trees for stmt in t.body], type_ignores=[])
+            facts.effective, facts.args_error, facts.offload_defaulted, facts.args_note = effective_args(
+                specs, merged, given_args, environ, entry_rel or script, facts.model_configs
+            )
+    facts.import_path.skipped.extend(getattr(source, "skipped", []))
+    for rel in sorted(walk.on_path):
+        pf = walk.cached(rel)
+        if pf is not None and pf.error:
+            facts.import_path.errors_on_path.append(_error_text(rel, pf))
     texts = _texts(walk)
     reads = all_env_reads(walk, texts)
     facts.env_reads = [r.fact for r in reads]
     facts.env_vars = join_env(reads, facts.launchers, environ)
-    facts.import_path.other_tasks = other_task_files(facts.import_path.modules, facts.effective.get("task"))
-    sites = scope_sites(find_sites(walk, texts), facts.import_path.other_tasks)
-    facts.sites = sites
-    on = [s for s in sites if s.on_path]
-    facts.flash_attn_required = any(s.kind == "flash_attention_call" for s in on)
-    facts.sdpa_fallback = any(s.kind == "sdpa_call" for s in on)
-    facts.fa3_result_indexed = any(s.kind == "fa3_index0" for s in on)
+    run = RunContext(args=facts.effective, environ=environ)
+    facts.sites = find_sites(_judged(walk, texts, run, entry_rel if entry is not None else None, facts))
+    facts.call_graph.entry_from = entry_from if entry is not None else ""
+    hot = [s for s in facts.sites if s.reach in ("forward", "once", "conditional")]
+    facts.flash_attn_required = any(s.kind == "flash_attention_call" and s.reach == "forward" for s in hot)
+    facts.sdpa_fallback = any(s.kind == "sdpa_call" for s in hot)
+    facts.fa3_result_indexed = any(s.kind == "fa3_index0" for s in hot)
     facts.is_wan, facts.wan_version = _wan_identity(walk, texts, facts.args)
     for rel in sorted(set(walk.files) - walk.on_path):
         pf = walk.cached(rel)
         if pf is not None and pf.error:
             facts.import_path.errors.append(f"{rel}:{pf.error[0]} {pf.error[1]}")
     return facts
+
+
+OFF_PATH_SCAN = 100  # files the run does not import scanned for sites (facts only), attention files first
+_OFF_WORDS = ("forward", "attn", "attention")
+
+
+def _judged(walk: Walk, texts: Mapping[str, str], run: RunContext, entry: str | None, facts: RepoFacts) -> list[Judged]:
+    """The walks that decide reach: from the entry over the files the run imports, and from forward() over the
+    files it does not (what that code would do, for the facts)."""
+    parts: list[Judged] = []
+    on_files = sorted(walk.on_path)
+    if entry is not None:
+        symbols = Symbols(walk, set(on_files))
+        reach = Reach(walk, symbols, run, entry)
+        reach.run_modules(walk.path.modules, set(walk.path.conditional))
+        parts.append(Judged(reach, symbols, on_files, "not called from the entry", on_path=True))
+        facts.call_graph = CallGraphFacts(
+            entry=entry,
+            functions_walked=len(reach.walked),
+            statements=reach.steps,
+            unresolved_calls=reach.unresolved,
+            cut=reach.cut,
+        )
+    wanted = ("forward", "attn", "attention", *ANYWHERE_TRIGGERS)
+    off = [f for f in walk.files if f not in walk.on_path and any(t in texts.get(f, "") for t in wanted)]
+    off.sort(key=lambda f: (not is_attn_file(f), f))
+    if len(off) > OFF_PATH_SCAN:
+        facts.import_path.skipped.append(
+            f"{len(off) - OFF_PATH_SCAN} file(s) the run does not import were not scanned for code sites "
+            f"(only the first {OFF_PATH_SCAN}, attention files first)"
+        )
+        off = off[:OFF_PATH_SCAN]
+    groups = [(off, False, "file not imported by the run")]
+    if entry is None:
+        groups.append((on_files, True, "no entry script: the doctor cannot tell whether or how often it runs"))
+    for files, on_path, label in groups:
+        symbols = Symbols(walk, set(files))
+        reach = Reach(walk, symbols, RunContext.anything(), "")
+        reach.roots(fn for rel in files if (pf := walk.parsed(rel)) is not None for fn in forward_roots(pf, rel))
+        parts.append(Judged(reach, symbols, files, label, on_path=on_path, roots_only=True))
+    return parts
+
+
+def _args_file(walk: Walk, entry: str) -> str:
+    """The file that defines the run's flags: the entry, or the module whose parser it calls (forks often keep
+    ``add_argument`` calls in a module of their own), found among the files the entry imports."""
+    pf = walk.parsed(entry)
+    if pf is not None and "add_argument(" in pf.text:
+        return entry
+    for rel in [entry, *sorted(walk.on_path - {entry})]:
+        other = walk.parsed(rel)
+        if other is not None and "add_argument(" in other.text and "parse_args(" in other.text:
+            return rel
+    return entry
+
+
+def _task_configs(walk: Walk, values: ModuleValues, entry: str) -> dict[str, dict[str, Any]]:
+    """The checkout's own ``WAN_CONFIGS`` (task -> literal config values), as the entry imports it."""
+    found = values.task_configs(entry)
+    if found:
+        return found
+    for rel in sorted(walk.on_path):
+        if rel.endswith("configs/__init__.py"):
+            found = values.task_configs(rel)
+            if found:
+                return found
+    return {}
+
+
+def _parents(rel: str) -> list[str]:
+    parts = rel.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _error_text(rel: str, pf: ParsedFile) -> str:
+    line, message = pf.error or (0, "")
+    lines = pf.lines
+    text = lines[line - 1] if 0 < line <= len(lines) else ""
+    if any(ln.startswith(("<<<<<<< ", ">>>>>>> ")) or ln == "=======" for ln in lines[max(0, line - 3) : line + 2]):
+        message += " (merge conflict markers)"
+    elif text.strip():
+        message += f": `{text.strip()[:60]}`"
+    return f"{rel}:{line} {message}"
 
 
 def _texts(walk: Walk) -> dict[str, str]:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import ast
 import posixpath
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wandoc.code.imports import Walk
 from wandoc.code.parse import ParsedFile, dotted, segment, str_const
+from wandoc.code.reach import Reach, Way
+from wandoc.code.symbols import Func, Symbols
 from wandoc.facts import CodeSite
-
-CALL_DEPTH = 3  # how far calls are followed from forward() and attention helpers
-
 
 FORWARD_KINDS = frozenset(
     {"mask_per_call", "item_in_forward", "cpu_in_forward", "float_upcast_in_attention", "python_loop_kernel",
@@ -35,7 +33,7 @@ _MASK_BUILDERS = frozenset(
 _QKV = frozenset({"q", "k", "v", "query", "key", "value", "qkv", "xq", "xk", "xv"})
 _MODELISH = ("model", "encoder", "vae", "transformer", "dit", "pipe", "unet", "clip", "expert", "net")
 # Text a top-level statement must contain for the setup kinds (found anywhere, not only under forward) to be there.
-_ANYWHERE_TRIGGERS = (
+ANYWHERE_TRIGGERS = (
     "sdp", "torch.compile", "_dynamo", "cpu_offload", "empty_cache", ".cpu(", "'cpu'", '"cpu"',
     "scaled_dot_product_attention", "flash_attn_interface",
 )  # fmt: skip
@@ -342,12 +340,12 @@ def _scan_setup(pf: ParsedFile, attn_file: bool) -> list[_Hit]:
     if cached is not None:
         return cached
     hits: list[_Hit] = []
-    if pf.tree is not None and any(t in pf.text for t in _ANYWHERE_TRIGGERS):
+    if pf.tree is not None and any(t in pf.text for t in ANYWHERE_TRIGGERS):
         indexed = {id(node): qual for qual, (node, _) in _functions(pf).items()}
         todo: list[tuple[ast.stmt, str]] = [(stmt, "") for stmt in pf.tree.body]
         while todo:
             stmt, cls = todo.pop()
-            if not any(t in segment(pf, stmt) for t in _ANYWHERE_TRIGGERS):
+            if not any(t in segment(pf, stmt) for t in ANYWHERE_TRIGGERS):
                 continue
             if id(stmt) in indexed:
                 hits.extend(_scan_function(pf, indexed[id(stmt)], attn_file).hits)
@@ -361,128 +359,113 @@ def _scan_setup(pf: ParsedFile, attn_file: bool) -> list[_Hit]:
     return hits
 
 
-def _is_attn_file(rel: str) -> bool:
+def is_attn_file(rel: str) -> bool:
     return "attention" in posixpath.basename(rel).lower()
 
 
-class _CallGraph:
-    """Follows calls by name from forward() and attention helpers, within one set of files."""
-
-    def __init__(self, walk: Walk, files: Iterable[str]) -> None:
-        self.walk = walk
-        self.files = set(files)
-        self.by_name: dict[str, list[tuple[str, str]]] = {}
-        for rel in sorted(self.files):
-            pf = walk.parsed(rel)
-            if pf is None or pf.tree is None:
-                continue
-            for qual in _functions(pf):
-                if "." not in qual:
-                    self.by_name.setdefault(qual, []).append((rel, qual))
-
-    def resolve(self, rel: str, cls: str, call: tuple[str, str, str]) -> tuple[str, str] | None:
-        kind, a, b = call
-        pf = self.walk.parsed(rel)
-        funcs = _functions(pf) if pf else {}
-        if kind == "self":
-            return (rel, f"{cls}.{a}") if cls and f"{cls}.{a}" in funcs else None
-        if kind == "name":
-            if a in funcs:
-                return rel, a
-            bound = self.walk.bindings(rel).get(a)
-            if bound and bound[1] is not None and bound[0] in self.files:
-                tpf = self.walk.parsed(bound[0])
-                if tpf is not None and bound[1] in _functions(tpf):
-                    return bound[0], bound[1]
-            cands = self.by_name.get(a, [])
-            return cands[0] if len(cands) == 1 else None
-        bound = self.walk.bindings(rel).get(a)
-        if bound and bound[1] is None and bound[0] in self.files:
-            tpf = self.walk.parsed(bound[0])
-            if tpf is not None and b in _functions(tpf):
-                return bound[0], b
-        return None
-
-    def reach(self) -> dict[tuple[str, str], int]:
-        """(file, qualname) -> call depth, from every forward() and attention helper in the files."""
-        depth: dict[tuple[str, str], int] = {}
-        frontier: list[tuple[str, str]] = []
-        for rel in sorted(self.files):
-            pf = self.walk.parsed(rel)
-            if pf is None or pf.tree is None:
-                continue
-            for qual in _functions(pf):
-                short = qual.rsplit(".", 1)[-1]
-                if short == "forward" or _attnish(short):
-                    depth[(rel, qual)] = 0
-                    frontier.append((rel, qual))
-        for level in range(1, CALL_DEPTH + 1):
-            nxt: list[tuple[str, str]] = []
-            for rel, qual in frontier:
-                pf = self.walk.parsed(rel)
-                assert pf is not None
-                cls = _functions(pf)[qual][1]
-                for call in _scan_function(pf, qual, _is_attn_file(rel)).calls:
-                    target = self.resolve(rel, cls, call)
-                    if target is not None and target not in depth:
-                        depth[target] = level
-                        nxt.append(target)
-            frontier = nxt
-        return depth
-
-    def requires_flash(self, rel: str, qual: str, target: str) -> bool:
-        pf = self.walk.parsed(rel)
-        cls = _functions(pf)[qual][1] if pf and qual in _functions(pf) else ""
-        resolved = self.resolve(rel, cls, ("name", target, ""))
-        if resolved is None:
-            return target.startswith("flash_attn_")  # flash_attn's own function, called with no fallback
-        tpf = self.walk.parsed(resolved[0])
-        assert tpf is not None
-        return _scan_function(tpf, resolved[1], _is_attn_file(resolved[0])).asserts_flash
+def _forwardish(qual: str) -> bool:
+    short = qual.rsplit(".", 1)[-1]
+    return short == "forward" or _attnish(short)
 
 
-def find_sites(walk: Walk, texts: Mapping[str, str] | None = None) -> list[CodeSite]:
-    """SITE_KINDS sites: forward() and what it calls for per-call kinds, anywhere for setup kinds.
+def forward_roots(pf: ParsedFile, rel: str) -> list[Func]:
+    """The functions a model runs per call, for files the entry does not reach: ``forward`` and attention helpers."""
+    return [Func(rel, q) for q in _functions(pf) if _forwardish(q)]
 
-    On-path and off-path files are analysed separately (an off-path file's calls are not followed into the run),
-    and off-path sites carry ``on_path=False``.
-    """
-    texts = texts or {}
-    on_files = sorted(walk.on_path)
-    wanted = ("forward", "attn", "attention", *_ANYWHERE_TRIGGERS)
-    off_files = [f for f in walk.files if f not in walk.on_path and any(t in texts.get(f, "") for t in wanted)]
+
+def _requires_flash(symbols: Symbols, rel: str, target: str) -> bool:
+    """The called ``flash_attention`` asserts flash_attn (rather than falling back to SDPA)."""
+    resolved = symbols.lookup(rel, target)
+    if not isinstance(resolved, Func):
+        return target.startswith("flash_attn_")  # flash_attn's own function, called with no fallback
+    pf = symbols.walk.parsed(resolved.file)
+    if pf is None or resolved.qual not in _functions(pf):
+        return False
+    return _scan_function(pf, resolved.qual, is_attn_file(resolved.file)).asserts_flash
+
+
+@dataclass
+class Judged:
+    """The sites of one set of files and how the walk that covers them reached each line."""
+
+    reach: Reach
+    symbols: Symbols
+    files: list[str]
+    label_unreached: str  # why a line the walk did not reach does not run ("" when it may: no entry)
+    on_path: bool
+    roots_only: bool = False  # the walk started at forward() functions, not at an entry: nothing is verified
+
+
+def _label(way: Way | None, judged: Judged, rel: str, hit: _Hit) -> tuple[str, str]:
+    if judged.roots_only:
+        if not judged.on_path:
+            return "never", judged.label_unreached
+        return "unknown", judged.label_unreached
+    if way is None:
+        reason = judged.reach.never.get(rel, {}).get(hit.line)
+        if reason is None:
+            walked = Func(rel, hit.function) in judged.reach.walked or hit.function == "<module>"
+            reason = "not reached in this run" if walked else judged.label_unreached
+        return "never", reason
+    chain = " -> ".join(way.chain[-5:])
+    if way.rank == 3:
+        return "forward", f"runs every step: {chain}"
+    if way.rank == 1:
+        return "once", f"runs once per run: {chain}"
+    cond = " and ".join(way.conditions) or "a condition the doctor could not decide"
+    return "conditional", f"runs only if {cond} ({'every step' if way.forward else 'once'}): {chain}"
+
+
+def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
+    """SITE_KINDS sites of each set of files with the reach of each, one per kind and function (the most
+    often run)."""
     sites: list[CodeSite] = []
     seen: set[tuple[str, str, str]] = set()
-    for files, on_path in ((on_files, True), (off_files, False)):
-        graph = _CallGraph(walk, files)
-        reached = graph.reach()
-        for rel in files:
+    for judged in parts:
+        walk = judged.reach.walk
+        for rel in judged.files:
             pf = walk.parsed(rel)
             if pf is None or pf.tree is None:
                 continue
-            attn_file = _is_attn_file(rel)
+            attn_file = is_attn_file(rel)
             hits = list(_scan_setup(pf, attn_file))
+            lines = judged.reach.lines.get(rel, {})
             for qual in _functions(pf):
-                if (rel, qual) in reached:
+                if attn_file or Func(rel, qual) in judged.reach.walked or _forwardish(qual):
                     hits.extend(_scan_function(pf, qual, attn_file).hits)
-            for h in sorted(hits, key=lambda h: h.line):
-                in_fwd = (rel, h.function) in reached
-                if h.kind in FORWARD_KINDS and not in_fwd:
+            ranked = sorted(hits, key=lambda h: (-(lines[h.line].rank if h.line in lines else -1), h.line))
+            for h in ranked:
+                way = lines.get(h.line)
+                hot = way.forward if way is not None else (attn_file or _forwardish(h.function))
+                if h.kind in FORWARD_KINDS and not hot:
                     continue
-                if h.kind == "empty_cache_in_loop" and not (h.in_loop or in_fwd):
+                if h.kind == "empty_cache_in_loop" and not (h.in_loop or (way is not None and way.forward)):
                     continue
-                if h.kind == "model_offload" and in_fwd:
+                if h.kind == "model_offload" and way is not None and way.forward:
                     continue
-                if h.kind == "flash_attention_call" and not graph.requires_flash(rel, h.function, h.target):
+                if h.kind == "flash_attention_call" and not _requires_flash(judged.symbols, rel, h.target):
                     continue
                 key = (h.kind, rel, h.function)
                 if key in seen:
                     continue
                 seen.add(key)
+                reach, why = _label(way, judged, rel, h)
                 line = pf.lines[h.line - 1].strip() if 0 < h.line <= len(pf.lines) else ""
+                verified = way is not None and not judged.roots_only
                 sites.append(
                     CodeSite(
-                        kind=h.kind, file=rel, line=h.line, function=h.function, snippet=line[:120], on_path=on_path
+                        kind=h.kind,
+                        file=rel,
+                        line=h.line,
+                        function=h.function,
+                        snippet=line[:120],
+                        on_path=judged.on_path,
+                        reach=reach,
+                        reach_why=why,
+                        conditions=list(way.decided) if verified and way else [],
+                        chosen_by=sorted(way.chosen_by) if verified and way else [],
+                        module=(way.module or "") if verified and way else "",
+                        via=list(way.chain) if verified and way else [],
                     )
                 )
     return sites

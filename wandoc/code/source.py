@@ -54,12 +54,17 @@ def _is_env_dir(entries: Iterable[os.DirEntry[str]]) -> bool:
     return False
 
 
+def skipped_note(relpath: str, size: int) -> str:
+    return f"{relpath}: {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte bound (not read)"
+
+
 class FsSource:
     """The working tree under ``root``, minus environments and caches."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.truncated = False
+        self.skipped: list[str] = []  # "big.py: 2,400,000 bytes, over the 2,000,000-byte bound"
         self._files: list[str] | None = None
 
     def list_py(self) -> list[str]:
@@ -97,7 +102,11 @@ class FsSource:
     def read(self, relpath: str) -> str | None:
         try:
             p = self.root / relpath
-            if p.stat().st_size > MAX_FILE_BYTES:
+            size = p.stat().st_size
+            if size > MAX_FILE_BYTES:
+                note = skipped_note(relpath, size)
+                if note not in self.skipped:
+                    self.skipped.append(note)
                 return None
             return decode_source(p.read_bytes())
         except (OSError, ValueError):

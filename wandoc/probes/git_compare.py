@@ -17,7 +17,7 @@ from wandoc.code.checkout import find_checkout
 from wandoc.code.compare import compare
 from wandoc.code.launchers import scan_launchers
 from wandoc.code.probe import code_facts
-from wandoc.code.source import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir
+from wandoc.code.source import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir, skipped_note
 from wandoc.facts import GitFacts, RepoFacts
 
 GIT_TIMEOUT = 20.0
@@ -57,6 +57,7 @@ class GitSource:
     def __init__(self, top: Path, commit: str, prefix: str = "") -> None:
         self.top, self.commit, self.prefix = top, commit, prefix.strip("/")
         self.truncated = False
+        self.skipped: list[str] = []
         self._blobs: dict[str, tuple[str, int]] | None = None
         self._texts: dict[str, str] | None = None
 
@@ -93,6 +94,9 @@ class GitSource:
         self.list_py()
         assert self._blobs is not None
         wanted = [(rel, sha) for rel, (sha, size) in sorted(self._blobs.items()) if size <= MAX_FILE_BYTES]
+        self.skipped = [
+            skipped_note(rel, size) for rel, (_, size) in sorted(self._blobs.items()) if size > MAX_FILE_BYTES
+        ]
         if not wanted:
             return {}
         data = run_git(["cat-file", "--batch"], self.top, stdin="".join(f"{sha}\n" for _, sha in wanted).encode())
