@@ -7,7 +7,7 @@ A variable matters only if code the run executes reads it, and a value compared 
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wandoc.code.imports import Walk
@@ -55,14 +55,18 @@ class Read:
         return True
 
 
-def all_env_reads(walk: Walk, texts: Mapping[str, str]) -> list[Read]:
+def mentions_env(text: str) -> bool:
+    return "environ" in text or "getenv" in text
+
+
+def all_env_reads(walk: Walk, files: Iterable[str]) -> list[Read]:
+    """Env reads of ``files`` (the run's own, and those others that may read a variable someone sets)."""
     out: list[Read] = []
-    for rel in walk.files:
-        text = texts.get(rel, "")
-        if "environ" not in text and "getenv" not in text:
-            continue
+    for rel in files:
         pf = walk.parsed(rel)
-        if pf is None or pf.tree is None:
+        if pf is None or not mentions_env(pf.text):
+            continue
+        if pf.tree is None:
             continue
         on = rel in walk.on_path
         for raw in env_reads_of(pf):

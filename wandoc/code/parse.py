@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _CACHE_SIZE = 4096
+_CACHE_BYTES = 256_000_000  # texts held by the cache (with their trees, several times that in memory)
 # Substrings that make a file worth a full walk for dynamic imports and sys.path tricks.
 _DEEP_TRIGGERS = ("import_module", "__import__", "sys.path", "spec_from_file_location", "addsitedir", "run_path")
 
@@ -56,6 +57,7 @@ class ParsedFile:
 
 
 _cache: OrderedDict[bytes, ParsedFile] = OrderedDict()
+_cache_bytes = 0
 _inflight: dict[bytes, threading.Event] = {}
 _cache_lock = threading.Lock()
 
@@ -81,10 +83,14 @@ def parse_text(text: str) -> ParsedFile:
             return hit
     try:
         parsed = _parse(text)
+        global _cache_bytes
         with _cache_lock:
-            _cache[key] = parsed
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
+            if key not in _cache:
+                _cache[key] = parsed
+                _cache_bytes += len(text)
+            while len(_cache) > _CACHE_SIZE or (_cache_bytes > _CACHE_BYTES and len(_cache) > 1):
+                _, old = _cache.popitem(last=False)
+                _cache_bytes -= len(old.text)
         return parsed
     finally:
         if owner:

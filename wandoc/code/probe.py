@@ -14,7 +14,7 @@ from wandoc.code.checkout import find_checkout
 from wandoc.code.conditions import RunContext
 from wandoc.code.configs import ModuleValues
 from wandoc.code.entries import resolve_entry
-from wandoc.code.env_reads import all_env_reads, join_env
+from wandoc.code.env_reads import all_env_reads, join_env, mentions_env
 from wandoc.code.imports import Walk, walk_source
 from wandoc.code.launchers import scan_launchers
 from wandoc.code.parse import ParsedFile
@@ -84,23 +84,24 @@ def code_facts(
             facts.effective, facts.args_error, facts.offload_defaulted, facts.args_note = effective_args(
                 specs, merged, given_args, environ, entry_rel or script, facts.model_configs
             )
-    facts.import_path.skipped.extend(getattr(source, "skipped", []))
     for rel in sorted(walk.on_path):
         pf = walk.cached(rel)
         if pf is not None and pf.error:
             facts.import_path.errors_on_path.append(_error_text(rel, pf))
-    texts = _texts(walk)
-    reads = all_env_reads(walk, texts)
+    set_vars = set(environ) | {ls.var for ls in facts.launchers}
+    env_files, site_files = _off_path_candidates(walk, set_vars)
+    reads = all_env_reads(walk, [*sorted(walk.on_path), *env_files])
     facts.env_reads = [r.fact for r in reads]
     facts.env_vars = join_env(reads, facts.launchers, environ)
     run = RunContext(args=facts.effective, environ=environ)
-    facts.sites = find_sites(_judged(walk, texts, run, entry_rel if entry is not None else None, facts))
+    facts.sites = find_sites(_judged(walk, site_files, run, entry_rel if entry is not None else None, facts))
     facts.call_graph.entry_from = entry_from if entry is not None else ""
     hot = [s for s in facts.sites if s.reach in ("forward", "once", "conditional")]
     facts.flash_attn_required = any(s.kind == "flash_attention_call" and s.reach == "forward" for s in hot)
     facts.sdpa_fallback = any(s.kind == "sdpa_call" for s in hot)
     facts.fa3_result_indexed = any(s.kind == "fa3_index0" for s in hot)
-    facts.is_wan, facts.wan_version = _wan_identity(walk, texts, facts.args)
+    facts.is_wan, facts.wan_version = _wan_identity(walk, facts.args)
+    facts.import_path.skipped[:0] = getattr(source, "skipped", [])
     for rel in sorted(set(walk.files) - walk.on_path):
         pf = walk.cached(rel)
         if pf is not None and pf.error:
@@ -112,7 +113,7 @@ OFF_PATH_SCAN = 100  # files the run does not import scanned for sites (facts on
 _OFF_WORDS = ("forward", "attn", "attention")
 
 
-def _judged(walk: Walk, texts: Mapping[str, str], run: RunContext, entry: str | None, facts: RepoFacts) -> list[Judged]:
+def _judged(walk: Walk, off: list[str], run: RunContext, entry: str | None, facts: RepoFacts) -> list[Judged]:
     """The walks that decide reach: from the entry over the files the run imports, and from forward() over the
     files it does not (what that code would do, for the facts)."""
     parts: list[Judged] = []
@@ -129,9 +130,7 @@ def _judged(walk: Walk, texts: Mapping[str, str], run: RunContext, entry: str | 
             unresolved_calls=reach.unresolved,
             cut=reach.cut,
         )
-    wanted = ("forward", "attn", "attention", *ANYWHERE_TRIGGERS)
-    off = [f for f in walk.files if f not in walk.on_path and any(t in texts.get(f, "") for t in wanted)]
-    off.sort(key=lambda f: (not is_attn_file(f), f))
+    off = sorted(off, key=lambda f: (not is_attn_file(f), f))
     if len(off) > OFF_PATH_SCAN:
         facts.import_path.skipped.append(
             f"{len(off) - OFF_PATH_SCAN} file(s) the run does not import were not scanned for code sites "
@@ -191,19 +190,27 @@ def _error_text(rel: str, pf: ParsedFile) -> str:
     return f"{rel}:{line} {message}"
 
 
-def _texts(walk: Walk) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _off_path_candidates(walk: Walk, set_vars: set[str]) -> tuple[list[str], list[str]]:
+    """Files the run does not import that are worth parsing: those that may read a variable someone sets (for
+    dead settings), and those with code sites (facts only). Each text is read once and not kept."""
+    env_files: list[str] = []
+    site_files: list[str] = []
     for rel in walk.files:
-        pf = walk.cached(rel)
-        text = pf.text if pf is not None else walk.source.read(rel)
-        if text is not None:
-            out[rel] = text
-    return out
+        if rel in walk.on_path:
+            continue
+        text = walk.source.read(rel)
+        if text is None:
+            continue
+        if mentions_env(text) and any(f"'{v}'" in text or f'"{v}"' in text for v in set_vars):
+            env_files.append(rel)
+        if any(t in text for t in (*_OFF_WORDS, *ANYWHERE_TRIGGERS)):
+            site_files.append(rel)
+    return env_files, site_files
 
 
-def _wan_identity(walk: Walk, texts: Mapping[str, str], args: list[ArgFacts]) -> tuple[bool, str]:
+def _wan_identity(walk: Walk, args: list[ArgFacts]) -> tuple[bool, str]:
     flags = {f for a in args for f in a.flags}
-    scope = [texts[f] for f in (walk.on_path or texts) if f in texts]
+    scope = [pf.text for f in sorted(walk.on_path) if (pf := walk.cached(f)) is not None]
     is_wan = (
         "wan/modules/model.py" in walk.resolver.files
         or any(re.search(r"^class WanModel\b", t, re.M) for t in scope)

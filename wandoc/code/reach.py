@@ -27,6 +27,7 @@ from wandoc.code.parse import dotted
 from wandoc.code.symbols import CONSTRUCTORS, Choice, Cls, Func, Inst, Mod, Symbols, Target
 
 BUDGET = 150_000  # statements visited, all contexts together
+MAX_DEPTH = 40  # nested calls followed from the entry (real pipelines need under 20)
 CONTEXTS = 6  # argument contexts walked per function and frequency before it is walked once with nothing known
 _MODELISH = ("model", "transformer", "dit", "unet", "denoiser", "net")
 _PASSTHROUGH = frozenset({"to", "eval", "train", "requires_grad_", "half", "float", "bfloat16", "cuda"})
@@ -122,12 +123,15 @@ class Reach:
         self.lines: dict[str, dict[int, Way]] = {}
         self.never: dict[str, dict[int, str]] = {}
         self.walked: set[Func] = set()
+        self.hot: set[Func] = set()  # functions entered every forward (a first-call branch in them is still theirs)
         self._visited: set[tuple[Any, ...]] = set()
         self._contexts: Counter[tuple[Func, bool, bool]] = Counter()
         self._consts: dict[tuple[str, str], Known | Any] = {}
         self._inst_values: dict[Cls, dict[str, Known | Any]] = {}
         self.steps = 0
+        self.depth = 0
         self.cut: str | None = None
+        self.stopped = False
         self.unresolved = 0
 
     # -- entry points --------------------------------------------------------------------------------------
@@ -293,9 +297,10 @@ class Reach:
 
     def _step(self) -> bool:
         self.steps += 1
-        if self.steps > BUDGET and self.cut is None:
+        if self.steps > BUDGET and not self.stopped:
+            self.stopped = True
             self.cut = f"the call graph stopped after {BUDGET:,} statements; lines past that are undecided"
-        return self.cut is None
+        return not self.stopped
 
     def _block(self, stmts: Sequence[ast.stmt], fr: _Frame) -> bool:
         """Walk statements in order; True when the block always ends in a return or raise."""
@@ -596,7 +601,7 @@ class Reach:
 
     def _function(self, fn: Func, cls: Cls | None, names: dict[str, Any], way: Way) -> None:
         node = self.symbols.function(fn)
-        if node is None or self.cut is not None:
+        if node is None or self.stopped:
             return
         try:
             frozen = tuple(sorted((k, v) for k, v in names.items() if v is not UNKNOWN))
@@ -612,8 +617,17 @@ class Reach:
             key = (*slot, cls, (), "*")
             if key in self._visited:
                 return
+        if self.depth >= MAX_DEPTH:
+            self.cut = self.cut or f"calls nested deeper than {MAX_DEPTH} were not followed; lines below are undecided"
+            return
         self._visited.add(key)
         self._contexts[slot] += 1
         self.walked.add(fn)
+        if way.forward:
+            self.hot.add(fn)
         fr = _Frame(fn.file, fn, cls, dict(names), way)
-        self._block(node.body, fr)
+        self.depth += 1
+        try:
+            self._block(node.body, fr)
+        finally:
+            self.depth -= 1

@@ -430,13 +430,20 @@ def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
             attn_file = is_attn_file(rel)
             hits = list(_scan_setup(pf, attn_file))
             lines = judged.reach.lines.get(rel, {})
-            for qual in _functions(pf):
-                if attn_file or Func(rel, qual) in judged.reach.walked or _forwardish(qual):
+            funcs = _functions(pf)
+            walked = judged.reach.walked
+            whole = attn_file or any(Func(rel, q) in walked for q in funcs)  # never-called neighbours: facts
+            for qual in funcs:
+                if whole or _forwardish(qual):
                     hits.extend(_scan_function(pf, qual, attn_file).hits)
             ranked = sorted(hits, key=lambda h: (-(lines[h.line].rank if h.line in lines else -1), h.line))
             for h in ranked:
                 way = lines.get(h.line)
-                hot = way.forward if way is not None else (attn_file or _forwardish(h.function))
+                fn = Func(rel, h.function)
+                if way is not None:
+                    hot = way.forward or fn in judged.reach.hot
+                else:
+                    hot = attn_file or _forwardish(h.function) or (h.in_loop and fn not in walked)
                 if h.kind in FORWARD_KINDS and not hot:
                     continue
                 if h.kind == "empty_cache_in_loop" and not (h.in_loop or (way is not None and way.forward)):

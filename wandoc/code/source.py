@@ -65,6 +65,7 @@ class FsSource:
         self.root = root
         self.truncated = False
         self.skipped: list[str] = []  # "big.py: 2,400,000 bytes, over the 2,000,000-byte bound"
+        self._skipped_set: set[str] = set()
         self._files: list[str] | None = None
 
     def list_py(self) -> list[str]:
@@ -99,15 +100,27 @@ class FsSource:
                     return sorted(out)
         return sorted(out)
 
+    def _skip(self, note: str) -> None:
+        if note not in self._skipped_set:
+            self._skipped_set.add(note)
+            self.skipped.append(note)
+
     def read(self, relpath: str) -> str | None:
         try:
             p = self.root / relpath
             size = p.stat().st_size
             if size > MAX_FILE_BYTES:
-                note = skipped_note(relpath, size)
-                if note not in self.skipped:
-                    self.skipped.append(note)
+                self._skip(skipped_note(relpath, size))
                 return None
-            return decode_source(p.read_bytes())
+            with p.open("rb") as fh:
+                data = fh.read(65536)
+                if b"\x00" in data:  # a binary or sparse file: found in its first block, the rest is never read
+                    self._skip(f"{relpath}: holds NUL bytes, not Python source (not read)")
+                    return None
+                data += fh.read(MAX_FILE_BYTES + 1 - len(data))
+            if b"\x00" in data:
+                self._skip(f"{relpath}: holds NUL bytes, not Python source (not read)")
+                return None
+            return decode_source(data)
         except (OSError, ValueError):
             return None

@@ -111,7 +111,11 @@ class GitSource:
                 pos = nl + 1
                 continue
             size = int(header[2])
-            texts[rel] = decode_source(data[nl + 1 : nl + 1 + size])
+            blob = data[nl + 1 : nl + 1 + size]
+            if b"\x00" in blob:
+                self.skipped.append(f"{rel}: holds NUL bytes, not Python source (not read)")
+            else:
+                texts[rel] = decode_source(blob)
             pos = nl + 1 + size + 1
         return texts
 
