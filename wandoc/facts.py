@@ -336,6 +336,20 @@ class ChangedFile(_Facts):
     on_path_there: bool = False
 
 
+class ChangedFunction(_Facts):
+    """A function whose body differs between the compared sides, in a file on the run's path."""
+
+    file: str
+    function: str  # qualified: "WanSelfAttention.forward", "attention"
+    status: str = Field("changed", description='"changed", "added" (only here) or "removed" (only there)')
+    reach: str = Field(
+        "never",
+        description='How this run runs it on the side that has it: "forward", "runs" (once or under a '
+        'condition), "never"',
+    )
+    line: int = 0
+
+
 class BranchSide(_Facts):
     """The perf-relevant code facts of one side of a comparison."""
 
@@ -366,6 +380,9 @@ class GitFacts(_Facts):
     sites_added: list[str] = Field(default_factory=list)
     sites_removed: list[str] = Field(default_factory=list)
     defaults_changed: dict[str, list[Any]] = Field(default_factory=dict)  # arg -> [there, here]
+    functions_changed: list[ChangedFunction] = Field(
+        default_factory=list, description="Functions on the run's path whose body differs between the sides"
+    )
 
 
 # -- what the run will need ------------------------------------------------------------------------------

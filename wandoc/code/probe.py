@@ -6,6 +6,7 @@ import ast
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,15 @@ def probe_repo(
         return RepoFacts(path=str(path or ""), given=path is not None, error=f"code probe failed: {exc!r}")
 
 
+@dataclass
+class Analysis:
+    """One side's facts with the walk and the call graph they came from (a comparison reads both)."""
+
+    facts: RepoFacts
+    walk: Walk
+    reach: Reach | None  # None without an entry script
+
+
 def code_facts(
     source: Source,
     script: str = "generate.py",
@@ -54,6 +64,17 @@ def code_facts(
     launchers: Sequence[LauncherSet] = (),
 ) -> RepoFacts:
     """Every code fact of one side of a checkout (working tree or git ref), given its reader."""
+    return code_analysis(source, script, given_args, environ, launchers).facts
+
+
+def code_analysis(
+    source: Source,
+    script: str = "generate.py",
+    given_args: Sequence[str] = (),
+    environ: Mapping[str, str] = os.environ,
+    launchers: Sequence[LauncherSet] = (),
+) -> Analysis:
+    """``code_facts`` with the walk and call graph kept."""
     files = source.list_py()
     dirs = {d for f in files for d in _parents(f)}
     entry_rel, entry_from = resolve_entry(set(files), dirs, script.replace("\\", "/").lstrip("./") or script)
@@ -94,7 +115,8 @@ def code_facts(
     facts.env_reads = [r.fact for r in reads]
     facts.env_vars = join_env(reads, facts.launchers, environ)
     run = RunContext(args=facts.effective, environ=environ)
-    facts.sites = find_sites(_judged(walk, site_files, run, entry_rel if entry is not None else None, facts))
+    parts = _judged(walk, site_files, run, entry_rel if entry is not None else None, facts)
+    facts.sites = find_sites(parts)
     facts.call_graph.entry_from = entry_from if entry is not None else ""
     hot = [s for s in facts.sites if s.reach in ("forward", "once", "conditional")]
     facts.flash_attn_required = any(s.kind == "flash_attention_call" and s.reach == "forward" for s in hot)
@@ -106,7 +128,8 @@ def code_facts(
         pf = walk.cached(rel)
         if pf is not None and pf.error:
             facts.import_path.errors.append(f"{rel}:{pf.error[0]} {pf.error[1]}")
-    return facts
+    entry_reach = parts[0].reach if parts and not parts[0].roots_only else None
+    return Analysis(facts, walk, entry_reach)
 
 
 OFF_PATH_SCAN = 100  # files the run does not import scanned for sites (facts only), attention files first

@@ -16,7 +16,7 @@ from pathlib import Path
 from wandoc.code.checkout import find_checkout
 from wandoc.code.compare import compare
 from wandoc.code.launchers import scan_launchers
-from wandoc.code.probe import code_facts
+from wandoc.code.probe import code_analysis, code_facts
 from wandoc.code.source import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir, skipped_note
 from wandoc.facts import GitFacts, RepoFacts
 
@@ -205,8 +205,8 @@ def _probe_git(
         facts.compare_error = str(exc)
         return facts
     launchers = scan_launchers(root)
-    here = code_facts(FsSource(root), script, given_args, environ, launchers)
-    there = code_facts(there_source, script, given_args, environ, launchers)
+    here = code_analysis(FsSource(root), script, given_args, environ, launchers)
+    there = code_analysis(there_source, script, given_args, environ, launchers)
     compare(facts, here, there, changes, facts.commit, there_commit)
     return facts
 
