@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wandoc.code.parse import dotted
+from wandoc.code.symbols import statements
 from wandoc.facts import ArgFacts
 
 MAX_NARGS = 1000  # argparse builds a pattern per nargs: a bomb of 300,000,000 would take gigabytes
@@ -60,10 +61,22 @@ def _literal(node: ast.AST | None) -> tuple[bool, Any]:
 def arg_specs(tree: ast.Module, sequence: Callable[[ast.AST], list[Any] | None] | None = None) -> list[ArgSpec]:
     """Every ``X.add_argument(...)`` in the file, in source order; ``sequence`` reads non-literal choices
     (``list(WAN_CONFIGS.keys())``) from the checkout's own modules."""
+    nodes = list(ast.walk(tree))
+    aliases = {  # ``add = parser.add_argument``
+        t.id
+        for n in nodes
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Attribute) and n.value.attr == "add_argument"
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
     calls = [
         n
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "add_argument"
+        for n in nodes
+        if isinstance(n, ast.Call)
+        and (
+            (isinstance(n.func, ast.Attribute) and n.func.attr == "add_argument")
+            or (isinstance(n.func, ast.Name) and n.func.id in aliases)
+        )
     ]
     calls.sort(key=lambda n: (n.lineno, n.col_offset))
     out: list[ArgSpec] = []
@@ -227,15 +240,16 @@ def _runtime_defaults(
 ) -> set[str]:
     """``if args.X is None: args.X = <literal, a condition on the world size, cfg.X>``, evaluated for this run."""
     ws = _world_size(environ)
+    stmts = statements(tree.body, into_functions=True)
     ws_names = {
         n.targets[0].id
-        for n in ast.walk(tree)
+        for n in stmts
         if isinstance(n, ast.Assign)
         and len(n.targets) == 1
         and isinstance(n.targets[0], ast.Name)
         and _reads_world_size(n.value)
     }
-    blocks = sorted((n for n in ast.walk(tree) if isinstance(n, ast.If)), key=lambda n: n.lineno)
+    blocks = sorted((n for n in stmts if isinstance(n, ast.If)), key=lambda n: n.lineno)
     done: set[str] = set()
     for block in blocks:
         test = block.test

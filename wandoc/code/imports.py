@@ -14,11 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wandoc.code.parse import ImportRef, ParsedFile, dotted, parse_text, str_const
+from wandoc.code.parse import ImportRef, ParsedFile, dotted, parse_text, quick_imports, str_const
 from wandoc.code.source import MAX_PY_FILES, FsSource, Source
 from wandoc.facts import ImportPath
 
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__", "__main__"}
+QUICK_FROM = 300  # checkouts with more .py files read imports line by line where they can (most files are never
+# called into); smaller ones are parsed whole, which the rest of the analysis needs anyway
 
 
 # -- literal path expressions (sys.path tricks) --------------------------------------------------------
@@ -189,12 +191,31 @@ class Walk:
     resolver: Resolver
     _parsed: dict[str, ParsedFile | None] = field(default_factory=dict)
     _bindings: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
+    _quick: dict[str, list[ImportRef] | None] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
 
     def parsed(self, rel: str) -> ParsedFile | None:
         if rel not in self._parsed:
             text = self.source.read(rel) if rel in self.resolver.files else None
             self._parsed[rel] = parse_text(text) if text is not None else None
         return self._parsed[rel]
+
+    def imports(self, rel: str) -> tuple[list[ImportRef], ParsedFile | None]:
+        """A file's imports, read without a full parse where that is safe (and the parse, when there was one)."""
+        pf = self._parsed.get(rel)
+        if pf is not None or rel == self.path.entry or len(self.files) <= QUICK_FROM:
+            pf = self.parsed(rel)
+            return (pf.imports if pf else []), pf
+        if rel not in self._quick:
+            text = self.source.read(rel) if rel in self.resolver.files else None
+            if text is None:
+                self.unreadable.add(rel)
+            self._quick[rel] = quick_imports(text) if text is not None else []
+        refs = self._quick[rel]
+        if refs is None:
+            pf = self.parsed(rel)
+            return (pf.imports if pf else []), pf
+        return refs, None
 
     def cached(self, rel: str) -> ParsedFile | None:
         """The parse of ``rel`` if something already read it (no new read)."""
@@ -205,8 +226,8 @@ class Walk:
         if rel in self._bindings:
             return self._bindings[rel]
         out: dict[str, tuple[str, str | None]] = {}
-        pf = self.parsed(rel)
-        for ref in pf.imports if pf else []:
+        refs, _ = self.imports(rel)
+        for ref in refs:
             if ref.kind == "import":
                 for name, asname in ref.names:
                     res = self.resolver.absolute(name, self.roots)
@@ -288,22 +309,22 @@ def _explore(walk: Walk, entry: str) -> tuple[dict[str, list[tuple[str, bool]]],
     todo = [entry]
     while todo:
         rel = todo.pop(0)
-        pf = walk.parsed(rel)
+        refs, pf = walk.imports(rel)
         out: list[tuple[str, bool]] = []
         edges[rel] = out
-        if pf is None:
+        if (pf is None and rel not in walk.resolver.files) or rel in walk.unreadable:
             path.errors.append(f"{rel}:0 unreadable")
             continue
-        if pf.error:
+        if pf is not None and pf.error:
             path.errors.append(f"{rel}:{pf.error[0]} {pf.error[1]}")
             continue
-        for line, what in pf.dynamic_unresolved:
+        for line, what in pf.dynamic_unresolved if pf else []:
             unresolved.append(f"{rel}:{line} {what}")
-        for expr in pf.path_adds:
-            added = eval_path(expr, rel, pf.assigns)
+        for expr in pf.path_adds if pf else []:
+            added = eval_path(expr, rel, pf.assigns)  # type: ignore[union-attr]
             if added is not None and added not in extra_roots:
                 extra_roots.append(added)
-        for ref in pf.imports:
+        for ref in refs:
             if ref.main_only and rel != entry:
                 continue
             for target in _targets(walk, rel, ref, pf, third, unresolved):
@@ -316,7 +337,9 @@ def _explore(walk: Walk, entry: str) -> tuple[dict[str, list[tuple[str, bool]]],
     return edges, extra_roots
 
 
-def _targets(walk: Walk, rel: str, ref: ImportRef, pf: ParsedFile, third: set[str], unresolved: list[str]) -> list[str]:
+def _targets(
+    walk: Walk, rel: str, ref: ImportRef, pf: ParsedFile | None, third: set[str], unresolved: list[str]
+) -> list[str]:
     """Checkout files one import brings in; third-party and missing names are recorded on the way."""
     out: list[str] = []
 
@@ -324,7 +347,7 @@ def _targets(walk: Walk, rel: str, ref: ImportRef, pf: ParsedFile, third: set[st
         unresolved.append(f"{rel}:{ref.line} {what} (not found in the checkout)")
 
     if ref.kind == "file":
-        target = eval_path(ref.expr, rel, pf.assigns) if ref.expr is not None else None
+        target = eval_path(ref.expr, rel, pf.assigns) if ref.expr is not None and pf is not None else None
         if target is not None and target in walk.resolver.files:
             return [target]
         shown = ast.unparse(ref.expr)[:60] if ref.expr is not None else ""

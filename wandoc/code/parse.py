@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import gc
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -233,3 +234,116 @@ def _dynamic(pf: ParsedFile, call: ast.Call, in_func: bool, main_only: bool) -> 
         pf.imports.append(ImportRef(call.lineno, "file", in_function=in_func, main_only=main_only, expr=call.args[1]))
     elif last == "run_path" and arg0 is not None:
         pf.imports.append(ImportRef(call.lineno, "file", in_function=in_func, main_only=main_only, expr=arg0))
+
+
+# -- imports without a full parse ----------------------------------------------------------------------
+
+_IMPORT_AT = re.compile(r"^([ \t]*)(?:from[ \t]+\.*[\w.]*[ \t]+import\b|import[ \t]+\w)", re.M)
+_OPENER = re.compile(r"^[ \t]*(async[ \t]+def|def|class|if|elif|else|try|except|finally|with|for|while|match|case)\b")
+_quick: OrderedDict[bytes, list[ImportRef] | None] = OrderedDict()
+
+
+def quick_imports(text: str) -> list[ImportRef] | None:
+    """A file's import statements read line by line, each parsed alone: a fraction of a full parse for the files
+    the run imports but never calls into. None when the file needs a full parse (dynamic imports, ``sys.path``
+    edits, conflict markers, anything the line reader is unsure of)."""
+    key = hashlib.sha1(text.encode("utf-8", errors="surrogatepass")).digest()
+    with _cache_lock:
+        if key in _quick:
+            return _quick[key]
+    refs = _quick_imports(text)
+    with _cache_lock:
+        _quick[key] = refs
+        while len(_quick) > _CACHE_SIZE:
+            _quick.popitem(last=False)
+    return refs
+
+
+def _quick_imports(text: str) -> list[ImportRef] | None:
+    if any(t in text for t in _DEEP_TRIGGERS) or "\n<<<<<<< " in text or text.startswith("<<<<<<< "):
+        return None
+    lines = text.split("\n")
+    in_string = _string_lines(lines)
+    if in_string is None:
+        return None
+    starts = {text.count("\n", 0, m.start()): len(m.group(1).expandtabs()) for m in _IMPORT_AT.finditer(text)}
+    refs: list[ImportRef] = []
+    for i, indent in sorted(starts.items()):
+        if in_string[i]:
+            continue
+        stmt, ok = _statement(lines, i)
+        if not ok:
+            return None
+        in_func, main_only, skip = _context(lines, in_string, i, indent)
+        if skip:
+            continue
+        try:
+            body = ast.parse(stmt).body
+        except (SyntaxError, ValueError):
+            return None
+        for s in body:
+            names = tuple((a.name, a.asname) for a in getattr(s, "names", ()))
+            if isinstance(s, ast.Import):
+                refs.append(ImportRef(i + 1, "import", names=names, in_function=in_func, main_only=main_only))
+            elif isinstance(s, ast.ImportFrom):
+                refs.append(ImportRef(i + 1, "from", s.module or "", s.level, names, in_func, main_only))
+    return refs
+
+
+def _string_lines(lines: list[str]) -> list[bool] | None:
+    """Which lines start inside a triple-quoted string (so an ``import`` in a docstring is not taken)."""
+    out: list[bool] = []
+    quote: str | None = None
+    for line in lines:
+        out.append(quote is not None)
+        pos = 0
+        while True:
+            if quote is None:
+                hits = [(line.find(q, pos), q) for q in ('"""', "'''")]
+                hits = [h for h in hits if h[0] >= 0]
+                if not hits:
+                    break
+                at, q = min(hits)
+                if "#" in line[pos:at]:
+                    break  # a comment before the quotes
+                quote, pos = q, at + 3
+            else:
+                at = line.find(quote, pos)
+                if at < 0:
+                    break
+                quote, pos = None, at + 3
+    return out if quote is None else None
+
+
+def _statement(lines: list[str], i: int) -> tuple[str, bool]:
+    """The import statement starting at line ``i``, with its parenthesised or backslashed continuation."""
+    stmt = lines[i].strip()
+    j = i
+    while (stmt.count("(") > stmt.count(")") or stmt.endswith("\\")) and j + 1 < len(lines) and j - i < 200:
+        j += 1
+        stmt = stmt.rstrip("\\") + " " + lines[j].strip()
+    stmt = stmt.split("#", 1)[0] if "(" not in stmt else stmt
+    return stmt, stmt.count("(") == stmt.count(")")
+
+
+def _context(lines: list[str], in_string: list[bool], i: int, indent: int) -> tuple[bool, bool, bool]:
+    """(inside a function, under ``if __name__ == "__main__"``, under ``if TYPE_CHECKING``) for line ``i``."""
+    in_func = main_only = skip = False
+    need = indent
+    j = i - 1
+    while need > 0 and j >= 0:
+        line = lines[j]
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not in_string[j]:
+            ind = len(line) - len(line.lstrip(" \t"))
+            if ind < need and _OPENER.match(line):
+                head = stripped.split(None, 1)[0]
+                if head in ("def", "async"):
+                    in_func = True
+                elif head == "if" and "__name__" in stripped and "__main__" in stripped:
+                    main_only = not in_func
+                elif head == "if" and "TYPE_CHECKING" in stripped:
+                    skip = True
+                need = ind
+        j -= 1
+    return in_func, main_only and not in_func, skip

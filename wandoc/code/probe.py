@@ -18,11 +18,11 @@ from wandoc.code.entries import resolve_entry
 from wandoc.code.env_reads import all_env_reads, join_env, mentions_env
 from wandoc.code.imports import Walk, walk_source
 from wandoc.code.launchers import scan_launchers
-from wandoc.code.parse import ParsedFile
+from wandoc.code.parse import ParsedFile, segment
 from wandoc.code.reach import Reach
-from wandoc.code.sites import ANYWHERE_TRIGGERS, Judged, find_sites, forward_roots, is_attn_file
+from wandoc.code.sites import ANYWHERE_TRIGGERS, Judged, find_sites, forward_roots, is_attn_file, worth_scanning
 from wandoc.code.source import FsSource, Source
-from wandoc.code.symbols import Symbols
+from wandoc.code.symbols import Symbols, index_file
 from wandoc.facts import ArgFacts, CallGraphFacts, LauncherSet, RepoFacts
 
 _V22_MARKERS = ("ti2v", "A14B", "high_noise_model")
@@ -105,18 +105,15 @@ def code_analysis(
             facts.effective, facts.args_error, facts.offload_defaulted, facts.args_note = effective_args(
                 specs, merged, given_args, environ, entry_rel or script, facts.model_configs
             )
-    for rel in sorted(walk.on_path):
-        pf = walk.cached(rel)
-        if pf is not None and pf.error:
-            facts.import_path.errors_on_path.append(_error_text(rel, pf))
     set_vars = set(environ) | {ls.var for ls in facts.launchers}
     env_files, site_files = _off_path_candidates(walk, set_vars)
-    reads = all_env_reads(walk, [*sorted(walk.on_path), *env_files])
+    reads = all_env_reads(walk, [*_on_path_env_files(walk, set_vars, facts), *env_files])
     facts.env_reads = [r.fact for r in reads]
     facts.env_vars = join_env(reads, facts.launchers, environ)
     run = RunContext(args=facts.effective, environ=environ)
     parts = _judged(walk, site_files, run, entry_rel if entry is not None else None, facts)
     facts.sites = find_sites(parts)
+    _syntax_check(walk, facts)
     facts.call_graph.entry_from = entry_from if entry is not None else ""
     hot = [s for s in facts.sites if s.reach in ("forward", "once", "conditional")]
     facts.flash_attn_required = any(s.kind == "flash_attention_call" and s.reach == "forward" for s in hot)
@@ -132,7 +129,7 @@ def code_analysis(
     return Analysis(facts, walk, entry_reach)
 
 
-OFF_PATH_SCAN = 100  # files the run does not import scanned for sites (facts only), attention files first
+OFF_PATH_SCAN = 25  # files the run does not import scanned for sites (facts only), attention files first
 _OFF_WORDS = ("forward", "attn", "attention")
 
 
@@ -144,7 +141,7 @@ def _judged(walk: Walk, off: list[str], run: RunContext, entry: str | None, fact
     if entry is not None:
         symbols = Symbols(walk, set(on_files))
         reach = Reach(walk, symbols, run, entry)
-        reach.run_modules(walk.path.modules, set(walk.path.conditional))
+        reach.run_modules(walk.path.modules, set(walk.path.conditional), lambda r: worth_scanning(walk.source.read(r)))
         parts.append(Judged(reach, symbols, on_files, "not called from the entry", on_path=True))
         facts.call_graph = CallGraphFacts(
             entry=entry,
@@ -171,17 +168,46 @@ def _judged(walk: Walk, off: list[str], run: RunContext, entry: str | None, fact
     return parts
 
 
+def _syntax_check(walk: Walk, facts: RepoFacts) -> None:
+    """Files the run imports that do not parse. In a checkout of ordinary size every one is parsed; in a large
+    one, those the doctor parsed anyway (and any with conflict markers), saying how many were not."""
+    unparsed = [rel for rel in sorted(walk.on_path) if walk.cached(rel) is None]
+    if len(walk.on_path) <= SMALL_CHECKOUT:
+        for rel in unparsed:
+            walk.parsed(rel)
+    elif unparsed:
+        facts.import_path.skipped.append(
+            f"{len(unparsed)} files on the run's path were read for their imports only (the run does not call into "
+            "them): a syntax error there is not seen"
+        )
+    for rel in sorted(walk.on_path):
+        pf = walk.cached(rel)
+        if pf is not None and pf.error:
+            facts.import_path.errors_on_path.append(_error_text(rel, pf))
+            if f"{rel}:{pf.error[0]} {pf.error[1]}" not in facts.import_path.errors:
+                facts.import_path.errors.append(f"{rel}:{pf.error[0]} {pf.error[1]}")
+
+
 def _args_file(walk: Walk, entry: str) -> str:
     """The file that defines the run's flags: the entry, or the module whose parser it calls (forks often keep
-    ``add_argument`` calls in a module of their own), found among the files the entry imports."""
+    ``add_argument`` calls in a module of their own): first a module the entry imports a function from and calls,
+    then any module the run imports that builds and parses a parser."""
     pf = walk.parsed(entry)
-    if pf is not None and "add_argument(" in pf.text:
+    if pf is None or "add_argument" in pf.text:
         return entry
-    for rel in [entry, *sorted(walk.on_path - {entry})]:
+
+    def parses(rel: str) -> bool:
         other = walk.parsed(rel)
-        if other is not None and "add_argument(" in other.text and "parse_args(" in other.text:
+        return other is not None and "add_argument" in other.text and "parse_args(" in other.text
+
+    for name, (rel, attr) in sorted(walk.bindings(entry).items()):
+        if attr is None or f"{name}(" not in pf.text or not parses(rel):
+            continue
+        other = walk.parsed(rel)
+        fn = index_file(other).functions.get(attr) if other is not None and other.tree is not None else None
+        if fn is not None and "parse_args(" in segment(other, fn[0]):  # type: ignore[arg-type]
             return rel
-    return entry
+    return next((rel for rel in sorted(walk.on_path - {entry}) if parses(rel)), entry)
 
 
 def _task_configs(walk: Walk, values: ModuleValues, entry: str) -> dict[str, dict[str, Any]]:
@@ -211,6 +237,30 @@ def _error_text(rel: str, pf: ParsedFile) -> str:
     elif text.strip():
         message += f": `{text.strip()[:60]}`"
     return f"{rel}:{line} {message}"
+
+
+SMALL_CHECKOUT = 200  # files on the run's path under which every env read is recorded, not only those that matter
+
+
+def _on_path_env_files(walk: Walk, set_vars: set[str], facts: RepoFacts) -> list[str]:
+    """Files the run imports whose env reads to record: all of them in a checkout of ordinary size; in a large
+    one those the call graph parsed anyway and those that may read a variable someone sets."""
+    files = sorted(walk.on_path)
+    if len(files) <= SMALL_CHECKOUT:
+        return files
+    out = []
+    for rel in files:
+        if walk.cached(rel) is not None:
+            out.append(rel)
+            continue
+        text = walk.source.read(rel)
+        if text is not None and mentions_env(text) and any(f"'{v}'" in text or f'"{v}"' in text for v in set_vars):
+            out.append(rel)
+    facts.import_path.skipped.append(
+        f"{len(files)} files on the run's path: env reads recorded for the {len(out)} that the run calls into or that "
+        "may read a variable someone sets"
+    )
+    return out
 
 
 def _off_path_candidates(walk: Walk, set_vars: set[str]) -> tuple[list[str], list[str]]:

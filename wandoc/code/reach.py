@@ -24,7 +24,7 @@ from typing import Any
 from wandoc.code.conditions import ARGS, OBJECT, UNKNOWN, ArgsNS, Evaluator, Known, RunContext, batch_names
 from wandoc.code.imports import Walk
 from wandoc.code.parse import dotted
-from wandoc.code.symbols import CONSTRUCTORS, Choice, Cls, Func, Inst, Mod, Symbols, Target
+from wandoc.code.symbols import CONSTRUCTORS, Choice, Cls, Func, Inst, Mod, Symbols, Target, statements
 
 BUDGET = 150_000  # statements visited, all contexts together
 MAX_DEPTH = 40  # nested calls followed from the entry (real pipelines need under 20)
@@ -127,6 +127,8 @@ class Reach:
         self._visited: set[tuple[Any, ...]] = set()
         self._contexts: Counter[tuple[Func, bool, bool]] = Counter()
         self._consts: dict[tuple[str, str], Known | Any] = {}
+        self._call_nodes: dict[int, list[ast.Call]] = {}
+        self._returns_args_memo: dict[Func, bool] = {}  # per statement: its calls (trees live as long as the walk)
         self._inst_values: dict[Cls, dict[str, Known | Any]] = {}
         self.steps = 0
         self.depth = 0
@@ -136,19 +138,22 @@ class Reach:
 
     # -- entry points --------------------------------------------------------------------------------------
 
-    def run_modules(self, files: Iterable[str], conditional: set[str]) -> None:
-        """Every imported module's top level runs at import; the entry's runs as ``__main__``."""
+    def run_modules(self, files: Iterable[str], conditional: set[str], worth: Any = None) -> None:
+        """The entry runs as ``__main__``; each imported module's top level runs at import. Modules the entry's
+        calls never went into are walked only if ``worth(rel)`` says their text holds something to judge."""
+        pf = self.walk.parsed(self.entry)
+        if pf is not None and pf.tree is not None:
+            self._block(pf.tree.body, _Frame(self.entry, None, None, {}, Way(False, True, chain=(self.entry,))))
         for rel in files:
+            if rel == self.entry or (self.walk.cached(rel) is None and not (worth and worth(rel))):
+                continue
             pf = self.walk.parsed(rel)
-            if pf is None or pf.tree is None or rel == self.entry:
+            if pf is None or pf.tree is None:
                 continue
             way = Way(False, True, chain=(rel,))
             if rel in conditional:
                 way = way.unsure("imported inside a function")
             self._block(pf.tree.body, _Frame(rel, None, None, {}, way))
-        pf = self.walk.parsed(self.entry)
-        if pf is not None and pf.tree is not None:
-            self._block(pf.tree.body, _Frame(self.entry, None, None, {}, Way(False, True, chain=(self.entry,))))
 
     def roots(self, funcs: Iterable[Func]) -> None:
         """Walk functions as if each ran every forward (for code the run does not import: what it would do)."""
@@ -263,11 +268,16 @@ class Reach:
         return None
 
     def _returns_args(self, fn: Func) -> bool:
+        if fn not in self._returns_args_memo:
+            self._returns_args_memo[fn] = self._returns_args_of(fn)
+        return self._returns_args_memo[fn]
+
+    def _returns_args_of(self, fn: Func) -> bool:
         node = self.symbols.function(fn)
         if node is None:
             return False
         parsed: set[str] = set()
-        for n in ast.walk(node):
+        for n in statements(node.body):
             if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
                 f = n.value.func
                 if isinstance(f, ast.Attribute) and f.attr in _PARSE:
@@ -494,11 +504,32 @@ class Reach:
         return out
 
     def _calls(self, node: ast.AST, fr: _Frame) -> None:
-        for n in ast.walk(node):
-            if isinstance(n, ast.Call):
-                self._call(n, fr)
+        calls = self._call_nodes.get(id(node))
+        if calls is None:
+            calls = self._call_nodes[id(node)] = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+        for n in calls:
+            self._call(n, fr)
+
+    def _callbacks(self, call: ast.Call, fr: _Frame) -> None:
+        """Functions handed to a call (``button.click(fn=generate)``, ``Thread(target=run)``): the callee may
+        call them, so they run under a condition nobody can decide here."""
+        for arg in [*call.args, *(k.value for k in call.keywords)]:
+            if not isinstance(arg, ast.Name | ast.Attribute) or isinstance(fr.names.get(getattr(arg, "id", "")), Known):
+                continue
+            t = self.target(arg, fr)
+            if isinstance(t, Func):
+                way = fr.way.unsure(f"`{_text(call.func)}(...)` calls back {_text(arg)}")
+                node = self.symbols.function(t)
+                if node is not None:
+                    bound = isinstance(arg, ast.Attribute) and "." in t.qual
+                    cls = Cls(t.file, t.qual.split(".")[0]) if "." in t.qual else None
+                    params = _params(node)[1 if bound else 0 :]
+                    names = {p.arg: UNKNOWN for p in params}
+                    self._function(t, cls, names, replace(way, chain=(*way.chain, t.qual)[-12:]))
 
     def _call(self, call: ast.Call, fr: _Frame) -> None:
+        if call.args or call.keywords:
+            self._callbacks(call, fr)
         callee = self.target(call.func, fr)
         if callee is None:
             name = call.func.attr if isinstance(call.func, ast.Attribute) else dotted(call.func)

@@ -39,6 +39,14 @@ ANYWHERE_TRIGGERS = (
 )  # fmt: skip
 
 
+# Text a function must contain for a forward kind to be in it (a cheap test before scanning a function the run
+# does not call, for the facts).
+_FORWARD_TRIGGERS = (
+    ".cpu(", ".item(", ".tolist(", ".numpy(", "synchronize", "empty_cache", "'cpu'", '"cpu"', "cpu_offload", "sdp",
+    "flash_attn",
+)  # fmt: skip
+
+
 @dataclass
 class _Hit:
     kind: str
@@ -416,6 +424,15 @@ def _label(way: Way | None, judged: Judged, rel: str, hit: _Hit) -> tuple[str, s
     return "conditional", f"runs only if {cond} ({'every step' if way.forward else 'once'}): {chain}"
 
 
+# Kinds that run at import time when they sit at a module's top level: a module the call graph never entered is
+# parsed for these only.
+SETUP_TRIGGERS = ("sdp", "torch.compile", "_dynamo", "cpu_offload", "flash_attn_interface")
+
+
+def worth_scanning(text: str | None) -> bool:
+    return text is not None and any(t in text for t in SETUP_TRIGGERS)
+
+
 def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
     """SITE_KINDS sites of each set of files with the reach of each, one per kind and function (the most
     often run)."""
@@ -424,7 +441,9 @@ def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
     for judged in parts:
         walk = judged.reach.walk
         for rel in judged.files:
-            pf = walk.parsed(rel)
+            pf = walk.cached(rel)
+            if pf is None and (judged.roots_only or worth_scanning(walk.source.read(rel))):
+                pf = walk.parsed(rel)
             if pf is None or pf.tree is None:
                 continue
             attn_file = is_attn_file(rel)
@@ -432,9 +451,14 @@ def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
             lines = judged.reach.lines.get(rel, {})
             funcs = _functions(pf)
             walked = judged.reach.walked
-            whole = attn_file or any(Func(rel, q) in walked for q in funcs)  # never-called neighbours: facts
-            for qual in funcs:
-                if whole or _forwardish(qual):
+            whole = any(Func(rel, q) in walked for q in funcs)  # never-called neighbours: facts
+            for qual, (node, _) in funcs.items():
+                if (
+                    Func(rel, qual) in walked
+                    or _forwardish(qual)
+                    or attn_file
+                    or (whole and any(t in segment(pf, node) for t in _FORWARD_TRIGGERS))
+                ):
                     hits.extend(_scan_function(pf, qual, attn_file).hits)
             ranked = sorted(hits, key=lambda h: (-(lines[h.line].rank if h.line in lines else -1), h.line))
             for h in ranked:

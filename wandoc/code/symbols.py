@@ -73,6 +73,27 @@ class FileIndex:
     assigns: dict[str, ast.expr]  # module-level NAME = expr
 
 
+def statements(body: list[ast.stmt], into_functions: bool = False) -> list[ast.stmt]:
+    """Every statement in a body, nested ones too, without walking expressions (assignments are statements);
+    nested functions and classes only with ``into_functions``."""
+    out: list[ast.stmt] = []
+    todo = list(reversed(body))
+    while todo:
+        stmt = todo.pop()
+        out.append(stmt)
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and not into_functions:
+            continue
+        for name in ("body", "orelse", "finalbody"):
+            sub = getattr(stmt, name, None)
+            if isinstance(sub, list):
+                todo.extend(reversed(sub))
+        for h in getattr(stmt, "handlers", ()):
+            todo.extend(reversed(h.body))
+        for case in getattr(stmt, "cases", ()):
+            todo.extend(reversed(case.body))
+    return out
+
+
 def index_file(pf: ParsedFile) -> FileIndex:
     """Definitions of one file (memoised per content): top level, under a top-level ``if``/``try``, classes."""
     cached = pf.memo.get("index")
@@ -88,7 +109,7 @@ def index_file(pf: ParsedFile) -> FileIndex:
                 info.methods.setdefault(stmt.name, stmt)
                 functions.setdefault(f"{node.name}.{stmt.name}", (stmt, node.name))
         for fn in info.methods.values():
-            for n in ast.walk(fn):
+            for n in statements(fn.body):
                 if isinstance(n, ast.AugAssign) and dotted(n.target).startswith("self."):
                     info.set_outside_init.add(dotted(n.target)[5:])
                 targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []
@@ -130,6 +151,11 @@ class Symbols:
         self.walk = walk
         self.files = files  # the files the run imports: targets are looked for only there
         self._attr_types: dict[tuple[Cls, str], Target | None] = {}
+        self._returns: dict[Func, Target | None] = {}
+        self._lookups: dict[tuple[str, str], Target | None] = {}
+        self._members: dict[tuple[object, str], Target | None] = {}
+        self._bases: dict[Cls, list[Cls]] = {}
+        self._modules: dict[Cls, bool] = {}
 
     def index(self, rel: str) -> FileIndex | None:
         if rel not in self.files:
@@ -143,6 +169,15 @@ class Symbols:
 
     def lookup(self, rel: str, name: str, depth: int = 0) -> Target | None:
         """``name`` at the top level of module ``rel``: its own definition, else what it imported."""
+        key = (rel, name)
+        if key in self._lookups:
+            return self._lookups[key]
+        found = self._lookup(rel, name, depth)
+        if depth == 0:
+            self._lookups[key] = found
+        return found
+
+    def _lookup(self, rel: str, name: str, depth: int) -> Target | None:
         if depth > 6:
             return None
         idx = self.index(rel)
@@ -191,6 +226,15 @@ class Symbols:
         """``base.attr``: a module's name, a method, an instance attribute whose type the class states."""
         if base is None or depth > 6:
             return None
+        key = (base, attr)
+        if key in self._members:
+            return self._members[key]
+        found = self._member(base, attr, depth)
+        if depth == 0:
+            self._members[key] = found
+        return found
+
+    def _member(self, base: Target, attr: str, depth: int) -> Target | None:
         if isinstance(base, Mod):
             found = self.lookup(base.file, attr, depth + 1)
             if found is None:  # ``import wan`` then ``wan.modules``: a submodule
@@ -226,6 +270,14 @@ class Symbols:
 
     def bases(self, cls: Cls, depth: int = 0) -> list[Cls]:
         """The class and its checkout base classes, nearest first."""
+        if cls in self._bases:
+            return self._bases[cls]
+        found = self._bases_of(cls, depth)
+        if depth == 0:
+            self._bases[cls] = found
+        return found
+
+    def _bases_of(self, cls: Cls, depth: int) -> list[Cls]:
         out = [cls]
         info = self.class_info(cls)
         if info is None or depth > 8:
@@ -248,6 +300,11 @@ class Symbols:
 
     def is_module(self, cls: Cls) -> bool:
         """A torch module (calling it runs ``forward``), from its bases as written."""
+        if cls not in self._modules:
+            self._modules[cls] = self._is_module(cls)
+        return self._modules[cls]
+
+    def _is_module(self, cls: Cls) -> bool:
         for c in self.bases(cls):
             info = self.class_info(c)
             if info is None:
@@ -310,12 +367,20 @@ class Symbols:
 
     def returns(self, fn: Func, depth: int = 0) -> Target | None:
         """What a function returns where every return says the same plain thing (``return self.model``)."""
+        if fn in self._returns:
+            return self._returns[fn]
+        self._returns[fn] = None  # recursion guard
+        found = self._returns_of(fn, depth)
+        self._returns[fn] = found
+        return found
+
+    def _returns_of(self, fn: Func, depth: int) -> Target | None:
         node = self.function(fn)
         if node is None or depth > 6:
             return None
         cls_name = fn.qual.split(".")[0] if "." in fn.qual else ""
         cls = Cls(fn.file, cls_name) if cls_name else None
-        for n in ast.walk(node):
+        for n in statements(node.body):
             if isinstance(n, ast.Return) and n.value is not None:
                 if cls is not None:
                     t = self.expr_type(cls, n.value, depth + 1)
