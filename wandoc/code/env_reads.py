@@ -63,7 +63,12 @@ def all_env_reads(walk: Walk, files: Iterable[str]) -> list[Read]:
     """Env reads of ``files`` (the run's own, and those others that may read a variable someone sets)."""
     out: list[Read] = []
     for rel in files:
-        pf = walk.parsed(rel)
+        pf = walk.cached(rel)
+        if pf is None:
+            text = walk.source.read(rel)
+            if text is None or not mentions_env(text):
+                continue
+            pf = walk.parsed(rel)
         if pf is None or not mentions_env(pf.text):
             continue
         if pf.tree is None:

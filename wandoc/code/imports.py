@@ -19,8 +19,6 @@ from wandoc.code.source import MAX_PY_FILES, FsSource, Source
 from wandoc.facts import ImportPath
 
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__", "__main__"}
-QUICK_FROM = 300  # checkouts with more .py files read imports line by line where they can (most files are never
-# called into); smaller ones are parsed whole, which the rest of the analysis needs anyway
 
 
 # -- literal path expressions (sys.path tricks) --------------------------------------------------------
@@ -203,7 +201,7 @@ class Walk:
     def imports(self, rel: str) -> tuple[list[ImportRef], ParsedFile | None]:
         """A file's imports, read without a full parse where that is safe (and the parse, when there was one)."""
         pf = self._parsed.get(rel)
-        if pf is not None or rel == self.path.entry or len(self.files) <= QUICK_FROM:
+        if pf is not None or rel == self.path.entry:
             pf = self.parsed(rel)
             return (pf.imports if pf else []), pf
         if rel not in self._quick:

@@ -18,7 +18,7 @@ from wandoc.code.entries import resolve_entry
 from wandoc.code.env_reads import all_env_reads, join_env, mentions_env
 from wandoc.code.imports import Walk, walk_source
 from wandoc.code.launchers import scan_launchers
-from wandoc.code.parse import ParsedFile, segment
+from wandoc.code.parse import segment, syntax_error
 from wandoc.code.reach import Reach
 from wandoc.code.sites import ANYWHERE_TRIGGERS, Judged, find_sites, forward_roots, is_attn_file, worth_scanning
 from wandoc.code.source import FsSource, Source
@@ -169,23 +169,32 @@ def _judged(walk: Walk, off: list[str], run: RunContext, entry: str | None, fact
 
 
 def _syntax_check(walk: Walk, facts: RepoFacts) -> None:
-    """Files the run imports that do not parse. In a checkout of ordinary size every one is parsed; in a large
-    one, those the doctor parsed anyway (and any with conflict markers), saying how many were not."""
+    """Files the run imports that do not parse. In a checkout of ordinary size every one is compiled (the files the
+    analysis did not need are compiled without building their trees); in a large one only those the doctor parsed
+    anyway, saying how many were not checked."""
+    errors: list[tuple[str, tuple[int, str], list[str]]] = []
     unparsed = [rel for rel in sorted(walk.on_path) if walk.cached(rel) is None]
-    if len(walk.on_path) <= SMALL_CHECKOUT:
-        for rel in unparsed:
-            walk.parsed(rel)
-    elif unparsed:
+    small = len(walk.on_path) <= SMALL_CHECKOUT
+    for rel in sorted(walk.on_path):
+        pf = walk.cached(rel)
+        if pf is not None and pf.error:
+            errors.append((rel, pf.error, pf.lines))
+        elif (
+            pf is None
+            and small
+            and (text := walk.source.read(rel)) is not None
+            and (err := syntax_error(text, rel)) is not None
+        ):
+            errors.append((rel, err, text.splitlines()))
+    if unparsed and not small:
         facts.import_path.skipped.append(
             f"{len(unparsed)} files on the run's path were read for their imports only (the run does not call into "
             "them): a syntax error there is not seen"
         )
-    for rel in sorted(walk.on_path):
-        pf = walk.cached(rel)
-        if pf is not None and pf.error:
-            facts.import_path.errors_on_path.append(_error_text(rel, pf))
-            if f"{rel}:{pf.error[0]} {pf.error[1]}" not in facts.import_path.errors:
-                facts.import_path.errors.append(f"{rel}:{pf.error[0]} {pf.error[1]}")
+    for rel, (line, message), lines in errors:
+        facts.import_path.errors_on_path.append(_error_text(rel, line, message, lines))
+        if f"{rel}:{line} {message}" not in facts.import_path.errors:
+            facts.import_path.errors.append(f"{rel}:{line} {message}")
 
 
 def _args_file(walk: Walk, entry: str) -> str:
@@ -228,9 +237,7 @@ def _parents(rel: str) -> list[str]:
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _error_text(rel: str, pf: ParsedFile) -> str:
-    line, message = pf.error or (0, "")
-    lines = pf.lines
+def _error_text(rel: str, line: int, message: str, lines: list[str]) -> str:
     text = lines[line - 1] if 0 < line <= len(lines) else ""
     if any(ln.startswith(("<<<<<<< ", ">>>>>>> ")) or ln == "=======" for ln in lines[max(0, line - 3) : line + 2]):
         message += " (merge conflict markers)"

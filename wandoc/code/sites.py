@@ -47,6 +47,14 @@ _FORWARD_TRIGGERS = (
 )  # fmt: skip
 
 
+# Text without which no kind of site can be in a function (the scan is skipped).
+_ANY_SITE = (
+    "sdp", "mask", ".item(", ".tolist(", "cpu", ".numpy(", "synchronize", "empty_cache", "compile", "_dynamo",
+    "float", "scaled_dot_product", "flash", "matmul", "bmm", "einsum", "softmax", "@", ".mm(", "sageattn",
+    "memory_efficient", "attention(",
+)  # fmt: skip
+
+
 @dataclass
 class _Hit:
     kind: str
@@ -453,6 +461,8 @@ def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
             walked = judged.reach.walked
             whole = any(Func(rel, q) in walked for q in funcs)  # never-called neighbours: facts
             for qual, (node, _) in funcs.items():
+                if not any(t in segment(pf, node) for t in _ANY_SITE):
+                    continue  # no kind of site can be in it: not worth a scan
                 if (
                     Func(rel, qual) in walked
                     or _forwardish(qual)
