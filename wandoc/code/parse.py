@@ -279,7 +279,7 @@ def _quick_imports(text: str) -> list[ImportRef] | None:
     if in_string is None:
         return None
     starts = {text.count("\n", 0, m.start()): len(m.group(1).expandtabs()) for m in _IMPORT_AT.finditer(text)}
-    refs: list[ImportRef] = []
+    found: list[tuple[int, bool, bool, str]] = []  # (line index, in function, main only, statement)
     for i, indent in sorted(starts.items()):
         if in_string[i]:
             continue
@@ -287,18 +287,20 @@ def _quick_imports(text: str) -> list[ImportRef] | None:
         if not ok:
             return None
         in_func, main_only, skip = _context(lines, in_string, i, indent)
-        if skip:
-            continue
-        try:
-            body = ast.parse(stmt).body
-        except (SyntaxError, ValueError):
-            return None
-        for s in body:
-            names = tuple((a.name, a.asname) for a in getattr(s, "names", ()))
-            if isinstance(s, ast.Import):
-                refs.append(ImportRef(i + 1, "import", names=names, in_function=in_func, main_only=main_only))
-            elif isinstance(s, ast.ImportFrom):
-                refs.append(ImportRef(i + 1, "from", s.module or "", s.level, names, in_func, main_only))
+        if not skip:
+            found.append((i, in_func, main_only, stmt))
+    try:  # one parse for all of them: statement k sits on line k + 1
+        body = ast.parse("\n".join(stmt for *_, stmt in found)).body if found else []
+    except (SyntaxError, ValueError):
+        return None
+    refs: list[ImportRef] = []
+    for s in body:
+        i, in_func, main_only, _ = found[s.lineno - 1]
+        names = tuple((a.name, a.asname) for a in getattr(s, "names", ()))
+        if isinstance(s, ast.Import):
+            refs.append(ImportRef(i + 1, "import", names=names, in_function=in_func, main_only=main_only))
+        elif isinstance(s, ast.ImportFrom):
+            refs.append(ImportRef(i + 1, "from", s.module or "", s.level, names, in_func, main_only))
     return refs
 
 
