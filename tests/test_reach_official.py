@@ -112,3 +112,9 @@ def test_task_the_script_rejects_is_a_fact(official: Path) -> None:
     assert "choose from 't2v-A14B', 'i2v-A14B', 'ti2v-5B'" in repo.args_error
     size = probe_repo(official, given_args=["--task", "ti2v-5B", "--size", "640*480"], environ={})
     assert size.args_error is not None and "invalid choice: '640*480'" in size.args_error
+
+
+def test_the_graph_reaches_the_models(official: Path) -> None:
+    repo = _probe(official, TASKS["t2v-A14B"], offload=False)
+    assert repo.call_graph.model_forwards > 0
+    assert not any(f.rule == "CODE-GRAPH-NO-MODEL" for f in _judged(repo))

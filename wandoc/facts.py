@@ -245,6 +245,9 @@ class CallGraphFacts(_Facts):
         "", description='How the entry was found: "generate.py", "--script", "known entry of <fork>", or ""'
     )
     functions_walked: int = Field(0, description="Functions the walk entered")
+    model_forwards: int = Field(
+        0, description="Model forward() methods the walk found running every step (0: it never reached a model)"
+    )
     statements: int = Field(0, description="Statements visited, all argument contexts together")
     unresolved_calls: int = Field(0, description="Calls whose target the doctor could not tell (library calls too)")
     cut: str | None = Field(None, description="Why the walk stopped early, if it did")

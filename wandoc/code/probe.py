@@ -146,6 +146,7 @@ def _judged(walk: Walk, off: list[str], run: RunContext, entry: str | None, fact
         facts.call_graph = CallGraphFacts(
             entry=entry,
             functions_walked=len(reach.walked),
+            model_forwards=sum(1 for fn in reach.hot if fn.qual.endswith(".forward")),
             statements=reach.steps,
             unresolved_calls=reach.unresolved,
             cut=reach.cut,
