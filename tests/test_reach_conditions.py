@@ -420,3 +420,15 @@ def test_recursion_and_import_cycles_end(tmp_path: Path, files: dict[str, str]) 
     repo = probe_repo(fork, environ={})
     assert repo.error is None and repo.call_graph.cut is None
     assert site(repo, "mask_per_call", "attention_hot").reach == "forward"
+
+
+def test_an_argument_check_is_assumed_to_pass(tmp_path: Path) -> None:
+    checked = GENERATE.replace(
+        "    args = parser.parse_args()\n",
+        '    parser.add_argument("--ckpt_dir", type=str, default=None)\n    args = parser.parse_args()\n'
+        '    if args.ckpt_dir is None:\n        raise SystemExit("--ckpt_dir is required")\n',
+    )
+    repo = probe_repo(make_fork(tmp_path, HOT_MASK + "\ndef attention_guarded(q, k, v):\n    return q\n",
+                                {"generate.py": checked}), environ={})  # fmt: skip
+    assert repo.effective["ckpt_dir"] is None  # no --ckpt_dir given: the run that passes the check is judged
+    assert site(repo, "mask_per_call", "attention_hot").reach == "forward"

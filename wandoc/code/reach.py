@@ -111,6 +111,14 @@ def _first_call_flag(test: ast.expr, body: Sequence[ast.stmt]) -> bool:
     return False
 
 
+def _stops(body: Sequence[ast.stmt]) -> bool:
+    """A block that only reports and stops the run (raise, sys.exit), as argument checks do."""
+    last = body[-1] if body else None
+    if isinstance(last, ast.Raise):
+        return True
+    return isinstance(last, ast.Expr) and isinstance(last.value, ast.Call) and dotted(last.value.func) in _EXITS
+
+
 def _params(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.arg]:
     return [*node.args.posonlyargs, *node.args.args]
 
@@ -345,6 +353,9 @@ class Reach:
                 self._branch(stmt.orelse, fr, way)
                 return False
             value, sources = self._evaluator(fr).truth(stmt.test)
+            if value is True and _stops(stmt.body):
+                value = None  # an argument check (``raise SystemExit("--ckpt_dir is required")``): judge the run
+                # that passes it, as the user will run it, not the one that stops there
             if value is True:
                 self._mark_never(fr.file, stmt.orelse, _never_reason(text, sources, self.run, negated=True))
                 ends, names = self._branch(stmt.body, fr, way.decide(text, sources))
