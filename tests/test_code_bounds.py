@@ -62,6 +62,8 @@ def test_a_nargs_bomb_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert facts.args_note == "--bomb takes nargs=300,000,000: the parser was not replayed"
     code, report = _check_json(tmp_path, capsys, "--", "--task", "t2v-A14B")
     assert code == 0 and not any(f["rule"] == "ARGS-DO-NOT-PARSE" for f in report["findings"])
+    note = next(f for f in report["findings"] if f["rule"] == "ARGS-NOT-REPLAYED")
+    assert note["severity"] == "info" and note["message"].startswith("--bomb takes nargs=300,000,000")
 
 
 _MEASURE = """
