@@ -90,9 +90,10 @@ def all_env_reads(walk: Walk, files: Iterable[str]) -> list[Read]:
 class _Parents(dict[ast.AST, ast.AST]):
     """Child -> parent links, built only for the statements that read env vars (the whole module on demand)."""
 
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, pf: ParsedFile | None = None) -> None:
         super().__init__()
         self.tree = tree
+        self.pf = pf
         self.done: set[int] = set()
 
     def add(self, stmt: ast.stmt) -> None:
@@ -107,6 +108,13 @@ class _Parents(dict[ast.AST, ast.AST]):
     def complete(self) -> None:
         for stmt in self.tree.body:
             self.add(stmt)
+
+    def statements_with(self, word: str) -> list[ast.stmt]:
+        """Top-level statements whose text holds ``word`` (linked in), the only places a name's uses can be."""
+        found = [s for s in self.tree.body if self.pf is None or word in segment(self.pf, s)]
+        for stmt in found:
+            self.add(stmt)
+        return found
 
 
 def env_reads_of(pf: ParsedFile) -> list[_RawRead]:
@@ -129,7 +137,7 @@ def env_reads_of(pf: ParsedFile) -> list[_RawRead]:
             return isinstance(n.value, ast.Name) and n.value.id in os_names
         return isinstance(n, ast.Name) and n.id in environ_names
 
-    parents = _Parents(tree)
+    parents = _Parents(tree, pf)
     for _ in range(2):  # a second round once ``env = os.environ`` aliases are known
         words = ("environ", "getenv", *environ_names, *getenv_names)
         for stmt in tree.body:
@@ -249,7 +257,9 @@ def _uses_of(target: ast.AST | None, assign: ast.AST, parents: Mapping[ast.AST, 
     while not isinstance(scope, scope_types) and scope in parents:
         scope = parents[scope]
     if isinstance(scope, ast.Module) and isinstance(parents, _Parents):
-        parents.complete()  # a module-level name: its uses may be anywhere in the file
+        word = target.id if isinstance(target, ast.Name) else target.attr  # type: ignore[union-attr]
+        # a module-level name: its uses may be anywhere in the file, but only in statements that spell it
+        return [n for stmt in parents.statements_with(word) for n in ast.walk(stmt) if match(n)]
     return [n for n in ast.walk(scope) if match(n)]
 
 

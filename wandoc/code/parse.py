@@ -189,20 +189,38 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
                 for case in getattr(s, "cases", ()):
                     stmts(case.body, in_func, main_only)
 
-    def exprs(node: ast.AST, in_func: bool, main_only: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-                exprs(child, True, main_only)
-            elif isinstance(child, ast.If) and not in_func and _is_main_guard(child.test):
-                exprs(child, in_func, True)
-            else:
-                if isinstance(child, ast.Call):
-                    _dynamic(pf, child, in_func, main_only)
-                exprs(child, in_func, main_only)
+    def exprs(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
+        """Import calls and sys.path edits, walked only in statements whose text mentions them."""
+        for s in body:
+            if not any(t in segment(pf, s) for t in _DEEP_TRIGGERS):
+                continue
+            if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
+                exprs(s.body, True, main_only)
+                continue
+            if isinstance(s, ast.If) and not in_func and _is_main_guard(s.test):
+                exprs(s.body, in_func, True)
+                exprs(s.orelse, in_func, main_only)
+                continue
+            subs = [getattr(s, name, None) or [] for name in ("body", "orelse", "finalbody")]
+            subs += [h.body for h in getattr(s, "handlers", ())] + [c.body for c in getattr(s, "cases", ())]
+            nested = [x for sub in subs for x in sub]
+            if isinstance(s, ast.ClassDef) or nested:
+                for child in ast.iter_child_nodes(s):  # the header's expressions (a test, an iterable, items)
+                    if not isinstance(child, ast.stmt):
+                        for n in ast.walk(child):
+                            if isinstance(n, ast.Call):
+                                _dynamic(pf, n, in_func, main_only)
+                exprs(nested, in_func, main_only)
+                continue
+            for n in ast.walk(s):
+                if isinstance(n, ast.Lambda):
+                    continue
+                if isinstance(n, ast.Call):
+                    _dynamic(pf, n, in_func, main_only)
 
     stmts(tree.body, False, False)
     if deep:
-        exprs(tree, False, False)
+        exprs(tree.body, False, False)
 
 
 def _dynamic(pf: ParsedFile, call: ast.Call, in_func: bool, main_only: bool) -> None:
