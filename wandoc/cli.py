@@ -174,7 +174,7 @@ def check(
 
     from wandoc.collect import collect, coverage, load_facts_file
     from wandoc.engine import at_or_above, evaluate
-    from wandoc.render.text import print_check
+    from wandoc.render.text import comparison_lines, print_check
 
     settings = _settings()
     if facts_file is not None:
@@ -217,7 +217,8 @@ def check(
                            shell=chosen_shell)  # fmt: skip
         typer.echo(page, nl=False)
     else:
-        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source)
+        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
+                    comparison=comparison_lines(facts.git))  # fmt: skip
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
 
 

@@ -255,6 +255,21 @@ class CodeSite(_Facts):
     function: str = Field("", description='qualified: "WanAttentionBlock.forward", "attention"')
     snippet: str = ""
     on_path: bool = Field(True, description="the file is imported by the run")
+    reach: str = Field(
+        "forward",
+        description='How often the line runs in this run: "forward" (every step), "once", "conditional" (under '
+        'a condition the doctor could not decide), "never", or "unknown" (no entry script to start from). Facts '
+        "recorded before reach existed read as forward, as they were judged then.",
+    )
+    reach_why: str = Field("", description="The reach in words: the calls that get there, the condition, or why not")
+    conditions: list[str] = Field(
+        default_factory=list, description="Conditions this run makes true on the way there: `offload_model`"
+    )
+    chosen_by: list[str] = Field(
+        default_factory=list, description="Run arguments whose values lead to the site (a choice, not a bug)"
+    )
+    module: str = Field("", description='Module path inside the model when known: "blocks.*.self_attn"')
+    via: list[str] = Field(default_factory=list, description="Functions called from the entry down to the site")
 
 
 class EnvRead(_Facts):
@@ -302,6 +317,28 @@ class ImportPath(_Facts):
     )
     unresolved: list[str] = Field(default_factory=list, description='"wan/x.py:12 importlib.import_module(name)"')
     errors: list[str] = Field(default_factory=list, description='"wan/bad.py:3 SyntaxError: ..."')
+    errors_on_path: list[str] = Field(
+        default_factory=list, description="Files the run imports that do not parse: `wan/x.py:12 SyntaxError: ...`"
+    )
+    skipped: list[str] = Field(
+        default_factory=list, description="Files not read, with why: over the size bound, past the file count bound"
+    )
+
+
+class CallGraphFacts(_Facts):
+    """The call graph from the entry that decides each code site's reach."""
+
+    entry: str = Field("", description="The entry script the graph starts at; empty when none was resolved")
+    entry_from: str = Field(
+        "", description='How the entry was found: "generate.py", "--script", "known entry of <fork>", or ""'
+    )
+    functions_walked: int = Field(0, description="Functions the walk entered")
+    model_forwards: int = Field(
+        0, description="Model forward() methods the walk found running every step (0: it never reached a model)"
+    )
+    statements: int = Field(0, description="Statements visited, all argument contexts together")
+    unresolved_calls: int = Field(0, description="Calls whose target the doctor could not tell (library calls too)")
+    cut: str | None = Field(None, description="Why the walk stopped early, if it did")
 
 
 class LauncherSet(_Facts):
@@ -322,9 +359,18 @@ class RepoFacts(_Facts):
     args: list[ArgFacts] = Field(default_factory=list)
     given_args: list[str] = Field(default_factory=list, description='what came after "--"')
     args_error: str | None = Field(None, description="the given args do not parse the way generate.py would parse them")
+    args_note: str | None = Field(
+        None, description="Why the checkout's parser could not be replayed (not the user's fault)"
+    )
+    args_file: str = Field("", description="The file whose add_argument calls define the run's flags")
     effective: dict[str, Any] = Field(default_factory=dict, description="dest -> value the run will use")
     offload_defaulted: bool = Field(False, description="offload_model came from the None -> True runtime default")
     import_path: ImportPath = Field(default_factory=ImportPath)
+    call_graph: CallGraphFacts = Field(default_factory=CallGraphFacts)
+    model_configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Task -> values of the checkout's own wan/configs (num_heads, dim, ...), read as text",
+    )
     env_reads: list[EnvRead] = Field(default_factory=list)
     env_vars: dict[str, EnvVarUse] = Field(default_factory=dict)
     launchers: list[LauncherSet] = Field(default_factory=list)
@@ -404,6 +450,20 @@ class ChangedFile(_Facts):
     on_path_there: bool = False
 
 
+class ChangedFunction(_Facts):
+    """A function whose body differs between the compared sides, in a file on the run's path."""
+
+    file: str
+    function: str = Field(description='Qualified: "WanSelfAttention.forward", "attention"')
+    status: str = Field("changed", description='"changed", "added" (only here) or "removed" (only there)')
+    reach: str = Field(
+        "never",
+        description='How this run runs it on the side that has it: "forward", "runs" (once or under a '
+        'condition), "never"',
+    )
+    line: int = 0
+
+
 class BranchSide(_Facts):
     """The perf-relevant code facts of one side of a comparison."""
 
@@ -437,6 +497,9 @@ class GitFacts(_Facts):
     )
     sites_removed: list[str] = Field(default_factory=list)
     defaults_changed: dict[str, list[Any]] = Field(default_factory=dict, description="arg -> [there, here]")
+    functions_changed: list[ChangedFunction] = Field(
+        default_factory=list, description="Functions on the run's path whose body differs between the sides"
+    )
 
 
 # -- what the run will need ------------------------------------------------------------------------------

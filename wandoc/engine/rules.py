@@ -22,6 +22,7 @@ SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 SHELLS = ("bash", "cmd", "powershell")
 MAX_RULE_FILE = 256 * 1024
 TARGETS_FILE = "targets.toml"  # what runtime guards hook by name (wanrun.targets), not a rule
+DATA_FILES = frozenset({TARGETS_FILE, "entries.toml"})  # data beside the rules (entries: known fork entry scripts)
 
 
 class RuleFileError(ValueError):
@@ -200,7 +201,7 @@ def rule_files(dirs: Iterable[Path]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files.extend(sorted(p for p in d.rglob("*.toml") if p.is_file() and p.name != TARGETS_FILE))
+            files.extend(sorted(p for p in d.rglob("*.toml") if p.is_file() and p.name not in DATA_FILES))
         else:
             raise RuleFileError(f"{d}: no such rule file or directory")
     return files

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from wandoc.engine import Finding
 from wandoc.engine.expr import show
+from wandoc.facts import GitFacts
 
 MARKS = {"error": ("✖", "bold red"), "warning": ("▲", "yellow"), "info": ("•", "cyan")}
 AREAS = {
@@ -57,6 +58,24 @@ def print_findings(console: Console, findings: Sequence[Finding], *, verbose: bo
         console.print()
 
 
+def comparison_lines(git: GitFacts) -> list[str]:
+    """How many and which changed files the run executes, for any comparison that was made."""
+    if not git.compare_ref or git.compare_error:
+        return []
+    on, off = git.changed_on_path, git.changed_off_path
+    lines = [f"compared with {git.compare_ref}: {len(git.changed)} file(s) differ, {len(on)} on the run's path, "
+             f"{len(off)} off it"]  # fmt: skip
+    if on:
+        lines.append("  on the path (executed by the run): " + ", ".join(on))
+    if off:
+        lines.append("  off the path (never executed by the run): " + ", ".join(off))
+    ran = [f for f in git.functions_changed if f.reach != "never"]
+    if ran:
+        shown = ", ".join(f"{f.function} ({f.file}, {'every step' if f.reach == 'forward' else 'runs'})" for f in ran)
+        lines.append(f"  functions the run executes that differ: {shown}")
+    return lines
+
+
 def print_check(
     console: Console,
     findings: Sequence[Finding],
@@ -65,7 +84,12 @@ def print_check(
     seen: Sequence[str],
     unseen: Sequence[str],
     source: str,
+    comparison: Sequence[str] = (),
 ) -> None:
+    for line in comparison:
+        console.print(escape(line), soft_wrap=True)
+    if comparison:
+        console.print()
     if findings:
         print_findings(console, findings)
     else:
