@@ -74,12 +74,12 @@ def _settings():
         fail(str(exc))
 
 
-def _rules(extra: list[Path] | None, disabled: list[str]):
+def _rules(extra: list[Path] | None, disabled: list[str], checked: tuple[str, ...] = ("facts", "step", "run")):
     from wandoc import rulebook
     from wandoc.engine import RuleFileError
 
     try:
-        return rulebook.load(extra or [], disabled, cache_dir=_settings().rule_cache_dir())
+        return rulebook.load(extra or [], disabled, cache_dir=_settings().rule_cache_dir(), checked=checked)
     except RuleFileError as exc:
         fail(str(exc))
 
@@ -173,7 +173,7 @@ def check(
 
     settings = _settings()
     if facts_file is not None:
-        rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
+        rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
         try:
             facts = load_facts_file(facts_file)
         except ValueError as exc:
@@ -185,7 +185,7 @@ def check(
         req = _request(repo, script, ckpt_dir, compare, deep)
         with ThreadPoolExecutor(max_workers=1) as pool:  # probes wait on NVML, git and disks: load rules meanwhile
             pending = pool.submit(collect, req)
-            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
+            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
             facts = pending.result()
         _check_user_input(facts, req)
         source = "this machine"
@@ -349,7 +349,8 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule fil
 
     settings = _settings()
     try:
-        rule_list = load_rules(files) if files else rulebook.load([*settings.rules_dirs, *(rules or [])], [])
+        # paths are checked by each rule's test below, so every rule with a problem is listed, not the first
+        rule_list = load_rules(files) if files else rulebook.load([*settings.rules_dirs, *(rules or [])], checked=())
     except RuleFileError as exc:
         fail(str(exc))
     failed = 0

@@ -30,6 +30,7 @@ class ExprError(ValueError):
 
 
 _Missing = None
+CONSTANT_NAMES = {"true": True, "True": True, "false": False, "False": False, "none": None, "None": None, "null": None}
 
 
 def _num(x: Any) -> bool:
@@ -233,23 +234,6 @@ class Expr:
     def truth(self, scope: dict[str, Any]) -> bool:
         return bool(self.evaluate(scope))
 
-    def paths(self) -> list[tuple[str, ...]]:
-        """Dotted data paths the expression reads from its scope (``nvml.gpus``), for schema checks."""
-        out: list[tuple[str, ...]] = []
-        bound = {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.Attribute | ast.Name) and isinstance(node.ctx, ast.Load):
-                chain: list[str] = []
-                cur: ast.AST = node
-                while isinstance(cur, ast.Attribute):
-                    chain.append(cur.attr)
-                    cur = cur.value
-                if isinstance(cur, ast.Name) and cur.id not in bound and cur.id not in HELPERS:
-                    out.append((cur.id, *reversed(chain)))
-        # keep only the longest chains: "a.b.c" implies "a.b"
-        longest = [p for p in out if not any(len(q) > len(p) and q[: len(p)] == p for q in out)]
-        return sorted(set(longest))
-
 
 @functools.lru_cache(maxsize=8192)
 def compile_expr(source: str) -> Expr:
@@ -348,12 +332,8 @@ class _Eval:
         return node.value
 
     def v_Name(self, node: ast.Name) -> Any:
-        if node.id in ("true", "True"):
-            return True
-        if node.id in ("false", "False"):
-            return False
-        if node.id in ("none", "None", "null"):
-            return None
+        if node.id in CONSTANT_NAMES:
+            return CONSTANT_NAMES[node.id]
         return self.lookup(node.id)
 
     def v_Attribute(self, node: ast.Attribute) -> Any:
