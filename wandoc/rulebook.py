@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from wandoc.engine import Rule, RuleTestResult, load_rules, run_examples
+from wandoc.engine import Rule, RuleFileError, RuleTestResult, budget_problem, load_rules, run_examples
 from wandoc.engine.cache import RuleCache
 from wandoc.engine.schema import Schema
 
@@ -43,10 +43,20 @@ def load(
     (see ``wandoc.engine.cache``: the cached tables are validated like any rule file).
 
     A rule of a ``checked`` scope that reads a path, loop-variable field or enumeration value its scope does
-    not have is refused here, naming the file: it would never fire. The doctor checks only its facts rules,
-    so it never builds the step-metric models; wanrun checks the runtime rules when it loads them."""
+    not have is refused here, naming the file: it would never fire. So is a user's rule whose own examples run
+    out of the work budget (the shipped rules' examples are run by the test suite). The doctor checks only its
+    facts rules, so it never builds the step-metric models; wanrun checks the runtime rules when it loads them."""
     parsed = RuleCache(cache_dir) if cache_dir is not None else None
-    return load_rules(rule_dirs(extra), disabled, parsed, lambda scope: schema_for(scope) if scope in checked else None)
+    rules = load_rules(
+        rule_dirs(extra), disabled, parsed, lambda scope: schema_for(scope) if scope in checked else None
+    )
+    shipped = str(shipped_rules_dir())
+    for rule in rules:
+        if rule.scope in checked and not rule.source.startswith(shipped):
+            problem = budget_problem(rule, PREPARE[rule.scope])
+            if problem:
+                raise RuleFileError(f"{rule.source}: {problem}")
+    return rules
 
 
 @cache
@@ -87,7 +97,9 @@ def prepare_run(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PREPARE = {"facts": prepare_facts, "step": prepare_step, "run": prepare_run}
+
+
 def test_rule(rule: Rule) -> RuleTestResult:
     """Run one rule's own examples against its scope's schema."""
-    prepare = {"step": prepare_step, "run": prepare_run}.get(rule.scope, prepare_facts)
-    return run_examples(rule, prepare, schema_for(rule.scope))
+    return run_examples(rule, PREPARE[rule.scope], schema_for(rule.scope))

@@ -22,6 +22,7 @@ Severity = Literal["error", "warning", "info"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 SHELLS = ("bash", "cmd", "powershell")
 MAX_RULE_FILE = 256 * 1024
+MAX_NESTING = 32  # tables and arrays in a rule file: a rule's example facts need about ten
 TARGETS_FILE = "targets.toml"  # what runtime guards hook by name (wanrun.targets), not a rule
 
 
@@ -166,6 +167,21 @@ def parse_rule_text(
     return rules
 
 
+def _depth(value: Any) -> int:
+    """How deep tables and arrays nest (iteratively: dotted keys nest without limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return deepest
+
+
 def _tables(text: str, source: str) -> list[Any]:
     """The rule tables of one file: its top level, or its ``[[rule]]`` list."""
     import tomllib  # here, not at the top: a run whose rule files are all cached never needs it
@@ -174,6 +190,12 @@ def _tables(text: str, source: str) -> list[Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RuleFileError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep
+        raise RuleFileError(f"{source}: nested more than {MAX_NESTING} levels; not a rule file") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise RuleFileError(f"{source}: not valid TOML: {exc}") from None
+    if _depth(data) > MAX_NESTING:
+        raise RuleFileError(f"{source}: nested more than {MAX_NESTING} levels; not a rule file")
     raw = data.pop("rule") if "rule" in data and isinstance(data["rule"], list) else None
     if raw is None:
         return [data]

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wandoc.engine.evaluate import evaluate_rule
+from wandoc.engine.evaluate import evaluate_rule, judge
+from wandoc.engine.expr import BudgetExceeded, ExprError
 from wandoc.engine.rules import Rule
 from wandoc.engine.schema import Schema, rule_problems
 
@@ -16,6 +17,23 @@ from wandoc.engine.schema import Schema, rule_problems
 def schema_problems(rule: Rule, schema: Schema) -> list[str]:
     """What a rule reads that its scope's schema lacks, one line each: ``ID: where: why``."""
     return [f"{rule.id}: {where}: {why}" for where, why in rule_problems(rule, schema)]
+
+
+def budget_problem(rule: Rule, prepare: Callable[[dict[str, Any]], dict[str, Any]]) -> str | None:
+    """The first of a rule's own examples that runs out of the work budget, as one line; None when every one
+    stays within it (an example that is invalid or fails otherwise is for the rule's test to report)."""
+    for ex in rule.example:
+        try:
+            scope = prepare(ex.facts)
+        except Exception:  # invalid example facts: `wandoc rules test` words that
+            continue
+        try:
+            judge(rule, scope)
+        except BudgetExceeded as exc:
+            return f"{rule.id}: example {ex.name!r} {exc}"
+        except ExprError:
+            continue
+    return None
 
 
 @dataclass
