@@ -79,7 +79,7 @@ def _rules(extra: list[Path] | None, disabled: list[str], checked: tuple[str, ..
     from wandoc.engine import RuleFileError
 
     try:
-        return rulebook.load(extra or [], disabled, cache_dir=_settings().rule_cache_dir(), checked=checked)
+        return rulebook.load(extra or [], disabled, checked=checked)
     except RuleFileError as exc:
         fail(str(exc))
 
@@ -161,9 +161,7 @@ def check(
     Put the arguments you will give generate.py after `--`, and the doctor judges that exact run
     (e.g. the effective value of --offload_model).
 
-    Nothing of your checkout or environment is changed. The only file written is a cache of parsed rule
-    files in your user cache folder ($XDG_CACHE_HOME/wandoc or ~/.cache/wandoc; %LOCALAPPDATA%\\wandoc\\Cache
-    on Windows); move it with WANDOC_CACHE_DIR, turn it off with WANDOC_CACHE=0.
+    Nothing of your checkout or environment is changed, and no file is written.
     """
     from rich.console import Console
 

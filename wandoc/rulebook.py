@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from wandoc.engine import Rule, RuleFileError, RuleTestResult, budget_problem, load_rules, run_examples
-from wandoc.engine.cache import RuleCache
 from wandoc.engine.schema import Schema
 
 
@@ -32,24 +31,15 @@ def rule_dirs(extra: Iterable[Path] = (), *, shipped: bool = True) -> list[Path]
 SCOPES = ("facts", "step", "run")
 
 
-def load(
-    extra: Iterable[Path] = (),
-    disabled: Iterable[str] = (),
-    cache_dir: Path | None = None,
-    *,
-    checked: Collection[str] = SCOPES,
-) -> list[Rule]:
-    """The shipped rules and the user's; with ``cache_dir``, files parsed on an earlier run skip the TOML parser
-    (see ``wandoc.engine.cache``: the cached tables are validated like any rule file).
+def load(extra: Iterable[Path] = (), disabled: Iterable[str] = (), *, checked: Collection[str] = SCOPES) -> list[Rule]:
+    """The shipped rules and the user's, read from their files on every run (no cache: what a rule file says is
+    what runs).
 
     A rule of a ``checked`` scope that reads a path, loop-variable field or enumeration value its scope does
     not have is refused here, naming the file: it would never fire. So is a user's rule whose own examples run
     out of the work budget (the shipped rules' examples are run by the test suite). The doctor checks only its
     facts rules, so it never builds the step-metric models; wanrun checks the runtime rules when it loads them."""
-    parsed = RuleCache(cache_dir) if cache_dir is not None else None
-    rules = load_rules(
-        rule_dirs(extra), disabled, parsed, lambda scope: schema_for(scope) if scope in checked else None
-    )
+    rules = load_rules(rule_dirs(extra), disabled, lambda scope: schema_for(scope) if scope in checked else None)
     shipped = str(shipped_rules_dir())
     for rule in rules:
         if rule.scope in checked and not rule.source.startswith(shipped):

@@ -14,7 +14,6 @@ product. Types are checked once per distinct expression and binding, so loading 
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import types
 import typing
@@ -109,6 +108,8 @@ def describe(t: Type) -> str:
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:
+    import difflib  # only when a rule has a problem to word
+
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return f"; did you mean {close[0]!r}?" if close else ""
 
