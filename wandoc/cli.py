@@ -61,7 +61,9 @@ class Shell(StrEnum):
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"wandoc: {message}", err=True)
+    from wandoc.render.text import safe  # a message may quote a rule file or a checkout
+
+    typer.echo(f"wandoc: {safe(message, markup=False)}", err=True)
     raise typer.Exit(code)
 
 
@@ -208,7 +210,9 @@ def check(
             from wandoc.render.markdown import render_check_markdown as render_page
         page = render_page(findings, facts=facts, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
                            shell=chosen_shell)  # fmt: skip
-        typer.echo(page, nl=False)
+        from wandoc.render.text import safe
+
+        typer.echo(safe(page, markup=False), nl=False)
     else:
         print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source)
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
@@ -263,6 +267,7 @@ def bisect_cmd(
     from wandoc.bisect import BisectError, BisectStop, bisect, check_range
     from wandoc.judge import RunJudge
     from wandoc.render.bisect import header, result_lines, step_end, step_start
+    from wandoc.render.text import safe
     from wandoc.rule_from_commit import suggested_id
 
     if steps is not None and steps < 1:
@@ -275,12 +280,12 @@ def bisect_cmd(
     except BisectError as exc:
         fail(str(exc))
     for line in header(rng):
-        typer.echo(line)
+        typer.echo(safe(line, markup=False))  # commit subjects are the checkout's text
     open_line = [False]  # a progress line waits for its verdict
 
     def show(step) -> None:
         open_line[0] = step.judgement is None
-        typer.echo(step_start(step) if open_line[0] else step_end(step), nl=not open_line[0])
+        typer.echo(safe(step_start(step) if open_line[0] else step_end(step), markup=False), nl=not open_line[0])
 
     judge = RunJudge(rng.checkout, _generate_args, script, steps, threshold)
     try:
@@ -293,7 +298,7 @@ def bisect_cmd(
         fail(str(exc), 2 if isinstance(exc, BisectError) else 1)
     rule_id = suggested_id(result.first_bad) if result.first_bad else "CODE-SLOW-REGRESSION"
     for line in result_lines(result, rule_id, f" --repo {shlex.quote(str(repo))}" if repo else ""):
-        typer.echo(line)
+        typer.echo(safe(line, markup=False))
     raise typer.Exit(0 if result.first_bad else 1)
 
 
@@ -303,11 +308,13 @@ def rules_list(rules: RulesOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from wandoc.render.text import safe
+
     settings = _settings()
     table = Table("id", "severity", "scope", "title", box=None, header_style="bold")
     for r in sorted(_rules([*settings.rules_dirs, *(rules or [])], []), key=lambda r: r.id):
         off = " (disabled)" if r.id in settings.disabled_rules else ""
-        table.add_row(r.id, r.severity, r.scope, r.title + off)
+        table.add_row(r.id, r.severity, r.scope, safe(r.title + off))
     Console().print(table)
 
 
@@ -316,26 +323,29 @@ def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: Rul
     """Show one rule: what it checks, why, the fix, and its examples."""
     from rich.console import Console
 
+    from wandoc.render.text import safe
+
     settings = _settings()
     found = [r for r in _rules([*settings.rules_dirs, *(rules or [])], []) if r.id == rule_id.upper()]
     if not found:
         fail(f"no rule {rule_id!r}; `wandoc rules list` shows them all")
     r = found[0]
     c = Console()
-    c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{r.source}[/dim]")
-    c.print(r.title)
+    c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{safe(r.source)}[/dim]")
+    c.print(safe(r.title))
     if r.explain:
-        c.print(f"\n{r.explain.strip()}")
-    c.print(f"\n[bold]when[/bold]  {r.when}" + (f"\n[bold]each[/bold]  {r.each} as {r.as_}" if r.each else ""))
-    c.print(f"[bold]message[/bold]  {r.message}")
+        c.print(f"\n{safe(r.explain.strip())}")
+    each = f"\n[bold]each[/bold]  {safe(r.each)} as {r.as_}" if r.each else ""
+    c.print(f"\n[bold]when[/bold]  {safe(r.when)}{each}")
+    c.print(f"[bold]message[/bold]  {safe(r.message)}")
     for shell_name in ("text", "bash", "cmd", "powershell"):
         value = getattr(r.fix, shell_name)
         if value:
-            c.print(f"[bold]fix ({shell_name})[/bold]  {value}")
+            c.print(f"[bold]fix ({shell_name})[/bold]  {safe(value)}")
     for ex in r.example:
-        c.print(f"[dim]example: {'fires' if ex.fires else 'quiet'}: {ex.name}[/dim]")
+        c.print(f"[dim]example: {'fires' if ex.fires else 'quiet'}: {safe(ex.name)}[/dim]")
     if r.refs:
-        c.print(f"[dim]refs: {', '.join(r.refs)}[/dim]")
+        c.print(f"[dim]refs: {safe(', '.join(r.refs))}[/dim]")
 
 
 @rules_app.command("test")
@@ -344,6 +354,7 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule fil
     """Run rules' own examples, and check that every path they read exists in the facts schema."""
     from wandoc import rulebook
     from wandoc.engine import RuleFileError, load_rules
+    from wandoc.render.text import safe
 
     settings = _settings()
     try:
@@ -358,9 +369,9 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule fil
             typer.echo(f"ok    {r.id} ({len(res.passed)} examples)")
         else:
             failed += 1
-            typer.echo(f"FAIL  {r.id}  {r.source}")
+            typer.echo(f"FAIL  {r.id}  {safe(r.source, markup=False)}")
             for line in res.failed:
-                typer.echo(f"        {line}")
+                typer.echo(f"        {safe(line, markup=False)}")
     typer.echo(f"{len(rule_list) - failed} passed, {failed} failed")
     raise typer.Exit(1 if failed else 0)
 
