@@ -330,7 +330,7 @@ def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: Rul
     if not found:
         fail(f"no rule {rule_id!r}; `wandoc rules list` shows them all")
     r = found[0]
-    c = Console()
+    c = Console(highlight=False)  # rich's highlighter takes quadratic time on a long line
     c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{safe(r.source)}[/dim]")
     c.print(safe(r.title))
     if r.explain:

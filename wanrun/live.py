@@ -96,7 +96,9 @@ class LiveView:
         if finding.module:
             where.append(finding.module)
         at = f" [dim]({safe(', '.join(where))})[/dim]" if where else ""
-        self.console.print(f"[{style}]{mark} {safe(finding.title)}[/{style}] [dim]{safe(finding.rule)}[/dim]{at}")
+        self.console.print(
+            f"[{style}]{mark} {safe(finding.title)}[/{style}] [dim]{safe(finding.rule)}[/dim]{at}", highlight=False
+        )
         self.console.print(Text("  " + safe(finding.message, markup=False)))
         if finding.fix:
             self.console.print(Text("  fix: ", style="green").append(safe(finding.fix, markup=False)))

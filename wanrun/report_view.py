@@ -97,7 +97,7 @@ def headline(report: Report) -> str:
 def render(report: Report, console: Console) -> None:
     """The summary of one run report."""
     s = report.summary
-    console.print(f"[bold]{safe(headline(report))}[/bold]")
+    console.print(f"[bold]{safe(headline(report))}[/bold]", highlight=False)
     if s.phases:
         console.print(phases_table(report))
     if report.steps:
@@ -111,15 +111,15 @@ def render(report: Report, console: Console) -> None:
     if s.deep_steps:
         console.print(f"[dim]inspected steps: {', '.join(str(i) for i in s.deep_steps)}[/dim]")
     if s.checked:
-        console.print(f"[dim]checked: {safe('; '.join(s.checked))}[/dim]")
+        console.print(f"[dim]checked: {safe('; '.join(s.checked))}[/dim]", highlight=False)
     if s.not_checked:
-        console.print(f"[dim]not checked: {safe('; '.join(s.not_checked))}[/dim]")
+        console.print(f"[dim]not checked: {safe('; '.join(s.not_checked))}[/dim]", highlight=False)
     if s.output:
-        console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})")
+        console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})", highlight=False)
     if s.interrupted:
         console.print("[yellow]stopped early: the report covers the steps that ran[/yellow]")
     if s.error:
-        console.print(f"[red]the generation failed: {safe(s.error)}[/red]")
+        console.print(f"[red]the generation failed: {safe(s.error)}[/red]", highlight=False)
 
 
 def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
@@ -141,6 +141,6 @@ def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None
     console.print(table)
     for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
         if items:
-            console.print(f"[{style}]{label}:[/{style}] {safe(', '.join(items))}")
+            console.print(f"[{style}]{label}:[/{style}] {safe(', '.join(items))}", highlight=False)
     verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
     console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")

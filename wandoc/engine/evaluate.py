@@ -39,11 +39,18 @@ class Finding(BaseModel):
         return SEVERITY_RANK.get(self.severity, 0)
 
 
+MAX_TITLE, MAX_TEXT = 1_000, 10_000  # characters of a finding's title, and of its message and fix
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _fix(rule: Rule, scope: dict[str, Any], shell: str, budget: Budget) -> tuple[str, str | None]:
     text = render(rule.fix.text, scope, budget) if rule.fix.text else ""
     template = rule.fix.command_for(shell)
-    command = render(template, scope, budget) if template else None
-    return (f"{text} {command}".strip() if command else text), command
+    command = _clip(render(template, scope, budget), MAX_TEXT) if template else None
+    return _clip(f"{text} {command}".strip() if command else text, 2 * MAX_TEXT), command
 
 
 def judge(rule: Rule, scope: dict[str, Any], shell: str = "bash", budget: Budget | None = None) -> list[Finding]:
@@ -68,7 +75,7 @@ def judge(rule: Rule, scope: dict[str, Any], shell: str = "bash", budget: Budget
         if not when.truth(s, budget):
             continue
         budget.charge(FINDING_UNITS)
-        message, (fix, command) = render(rule.message, s, budget).strip(), _fix(rule, s, shell, budget)
+        message, (fix, command) = _clip(render(rule.message, s, budget).strip(), MAX_TEXT), _fix(rule, s, shell, budget)
         evidence = {}
         for label, src in rule.evidence.items():
             evidence[label] = value = compile_expr(src).evaluate(s, budget)
@@ -79,7 +86,7 @@ def judge(rule: Rule, scope: dict[str, Any], shell: str = "bash", budget: Budget
             Finding(
                 rule=rule.id,
                 severity=rule.severity,
-                title=render(rule.title, s, budget),
+                title=_clip(render(rule.title, s, budget), MAX_TITLE),
                 message=message,
                 fix=fix,
                 fix_command=command,

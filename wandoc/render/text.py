@@ -61,7 +61,9 @@ def print_findings(console: Console, findings: Sequence[Finding], *, verbose: bo
         for f in by_area[area]:
             mark, style = MARKS.get(f.severity, ("•", ""))
             where = f" [dim](step {f.step}, {safe(f.module or '')})[/dim]" if f.step is not None else ""
-            console.print(f"  [{style}]{mark} {safe(f.title)}[/{style}] [dim]{safe(f.rule)}[/dim]{where}")
+            console.print(
+                f"  [{style}]{mark} {safe(f.title)}[/{style}] [dim]{safe(f.rule)}[/dim]{where}", highlight=False
+            )
             console.print(Text("    " + safe(f.message, markup=False), style="default"), soft_wrap=False)
             if verbose and f.evidence:
                 for label, value in f.evidence.items():
@@ -84,7 +86,9 @@ def print_check(
         print_findings(console, findings)
     else:
         console.print("[green]No findings.[/green]")
-    console.print(f"[bold]{counts_line(findings)}[/bold] from {rules_evaluated} rules over {safe(source)}.")
-    console.print(f"[dim]checked: {safe(', '.join(seen))}[/dim]")
+    console.print(
+        f"[bold]{counts_line(findings)}[/bold] from {rules_evaluated} rules over {safe(source)}.", highlight=False
+    )
+    console.print(f"[dim]checked: {safe(', '.join(seen))}[/dim]", highlight=False)
     if unseen:
-        console.print(f"[dim]not checked: {safe('; '.join(unseen))}[/dim]")
+        console.print(f"[dim]not checked: {safe('; '.join(unseen))}[/dim]", highlight=False)
