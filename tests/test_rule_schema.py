@@ -88,6 +88,8 @@ def test_a_rule_reading_what_the_facts_lack_is_refused_at_load(text: str, line: 
         "nvml.gpus[0].processes[1].used_bytes",
         "parallel.world_size_from == 'torchrun'",
         "true and none is null",
+        "nvml.gpu_count >= 2 and nvml.available == 1 and parallel.world_size != none",
+        "repo.effective.offload_model == 'True'",  # a free-form value may be anything
     ],
 )
 def test_typed_reads_that_exist(source: str) -> None:
@@ -106,6 +108,8 @@ def test_typed_reads_that_exist(source: str) -> None:
         ("nvml.gpus[0].processes[1].used", "nvml.gpus[0].processes[1].used does not exist"),
         ("parallel.world_size_from != 'torchrn'", "'torchrn' is not one of"),
         ("repo.path.name", "repo.path is a value (str), it has no '.name'"),
+        ("nvml.gpu_count == '2'", "int compared with the string '2': never equal, never ordered"),
+        ("first(nvml.gpus).name > 3", "a string compared with the number 3: never equal"),
     ],
 )
 def test_typed_reads_that_do_not_exist(source: str, needle: str) -> None:

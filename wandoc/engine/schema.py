@@ -270,9 +270,11 @@ class _Typer:
         typed = [self.visit(n) for n in operands]
         for i, op in enumerate(node.ops):
             (a, ta), (b, tb) = (operands[i], typed[i]), (operands[i + 1], typed[i + 1])
-            if isinstance(op, ast.Eq | ast.NotEq | ast.Is | ast.IsNot):
+            if isinstance(op, ast.Eq | ast.NotEq | ast.Is | ast.IsNot | ast.Lt | ast.LtE | ast.Gt | ast.GtE):
                 self._enum_value(ta, b, node)
                 self._enum_value(tb, a, node)
+                self._same_kind(ta, b, node)
+                self._same_kind(tb, a, node)
             elif isinstance(op, ast.In | ast.NotIn):
                 if isinstance(b, ast.List | ast.Tuple):
                     for e in b.elts:
@@ -282,6 +284,17 @@ class _Typer:
                 elif isinstance(tb, DictOf):
                     self._enum_value(tb.key, a, node)
         return BOOL
+
+    def _same_kind(self, t: Type, value: ast.AST, where: ast.AST) -> None:
+        """A number set against a string constant (or a string against a number) is never equal nor ordered:
+        ``nvml.gpu_count == '2'`` would never fire."""
+        literal = value.value if isinstance(value, ast.Constant) else None
+        if literal is None or isinstance(literal, bool):
+            return
+        if t in (INT, FLOAT) and isinstance(literal, str):
+            self._say(where, f"{describe(t)} compared with the string {literal!r}: never equal, never ordered")
+        elif (t == STR or isinstance(t, Enum)) and isinstance(literal, int | float):
+            self._say(where, f"a string compared with the number {literal!r}: never equal, never ordered")
 
     def _enum_value(self, t: Type, value: ast.AST, where: ast.AST) -> None:
         """A string constant set against a Literal field must be one of its values."""
