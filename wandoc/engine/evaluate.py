@@ -50,7 +50,7 @@ def _fix(rule: Rule, scope: dict[str, Any], shell: str, budget: Budget) -> tuple
     text = render(rule.fix.text, scope, budget) if rule.fix.text else ""
     template = rule.fix.command_for(shell)
     command = _clip(render(template, scope, budget), MAX_TEXT) if template else None
-    return _clip(f"{text} {command}".strip() if command else text, 2 * MAX_TEXT), command
+    return _clip(f"{text} {command}".strip() if command else text, MAX_TEXT), command
 
 
 def judge(rule: Rule, scope: dict[str, Any], shell: str = "bash", budget: Budget | None = None) -> list[Finding]:
