@@ -167,7 +167,9 @@ def test_fp8_single_file_and_gguf(tmp_path: Path) -> None:
     facts = ck.probe_checkpoints(tmp_path)
     fp8, gguf = sorted(facts.files, key=lambda f: f.format != "safetensors")
     assert fp8.dtypes == {"F8_E4M3": 32, "F32": 1} and fp8.params == 33
-    assert (gguf.format, gguf.params, gguf.dtypes, gguf.bytes) == ("gguf", 0, {"Q4_K_M": 0}, 64)
+    # 60 zero bytes after the magic are no GGUF header: a fact (tests/test_checkpoints_gguf.py reads real ones)
+    assert (gguf.format, gguf.params, gguf.dtypes, gguf.bytes) == ("gguf", 0, {}, 64)
+    assert gguf.error is not None and "version 0" in gguf.error
     assert {m.role for m in facts.models} == {"high_noise_model", "dit"}
     assert facts.dit_experts == 1 and facts.dit_main_dtype == "F8_E4M3"
 
@@ -395,3 +397,37 @@ def test_fuzzed_files_on_disk_never_raise(tmp_path: Path) -> None:
     facts = ck.probe_checkpoints(tmp_path)
     assert len(facts.files) == len(blobs) and all(f.error for f in facts.files)
     assert facts.error is None and facts.dit_params == 0
+
+
+def test_a_huge_header_is_refused_before_it_is_read_and_the_largest_allowed_stays_cheap(tmp_path: Path) -> None:
+    """A 100 MB header once took 2.65 GB to parse; now headers past the bound are not read at all, and the
+    largest one allowed (a real shard's is far smaller) costs a bounded amount of memory."""
+    import tracemalloc
+
+    huge = tmp_path / "huge.safetensors"
+    with open(huge, "wb") as f:
+        f.write(struct.pack("<Q", 100_000_000))
+        f.truncate(100_000_000 + 8 + 16)  # sparse: the file is as long as the header claims
+    tracemalloc.start()
+    facts = ck.file_facts(huge, "huge.safetensors", [ck.HEADER_BUDGET_BYTES])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert facts.error is not None and "limit: not read" in facts.error and facts.params == 0
+    assert peak < 1 << 20
+    # the sane twin: a header just under the bound, many small tensors, is read and summarised
+    n = 0
+    tensors: dict[str, object] = {}
+    while True:
+        entry = {"dtype": "BF16", "shape": [4], "data_offsets": [8 * n, 8 * n + 8]}
+        tensors[f"blocks.{n}.weight"] = entry
+        n += 1
+        if n % 1000 == 0 and len(json.dumps(tensors)) > ck.MAX_HEADER_BYTES - 100_000:
+            break
+    big = tmp_path / "big.safetensors"
+    big.write_bytes(raw_file(tensors) + b"\0" * (8 * n))
+    tracemalloc.start()
+    facts = ck.file_facts(big, "big.safetensors", [ck.HEADER_BUDGET_BYTES])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert facts.error is None and facts.params == 4 * n and facts.dtypes == {"BF16": 4 * n}
+    assert peak < 200 << 20, f"{peak / 2**20:.0f} MiB to read an {ck.MAX_HEADER_BYTES >> 20} MiB header"

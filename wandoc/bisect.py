@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from wandoc import safegit
 from wandoc.commit_change import (
     ChangeError,
     CommitChange,
@@ -26,7 +27,7 @@ from wandoc.commit_change import (
     locate,
     resolve,
 )
-from wandoc.worktree import GitFailed, Worktree, git, git_out, temp_worktree
+from wandoc.worktree import GitError, Worktree, git, git_out, temp_worktree
 
 
 class BisectError(ValueError):
@@ -107,7 +108,7 @@ def check_range(repo: Path | None, good: str, bad: str, script: str = "generate.
         co = locate(repo, script)
         good_sha = resolve(co.top, good, "--good ref")
         bad_sha = resolve(co.top, bad, "--bad ref")
-    except (ChangeError, GitFailed) as exc:
+    except (ChangeError, GitError) as exc:
         raise BisectError(str(exc)) from None
     if good_sha == bad_sha:
         raise BisectError(f"--good {good} and --bad {bad} are the same commit; nothing to bisect")
@@ -117,8 +118,8 @@ def check_range(repo: Path | None, good: str, bad: str, script: str = "generate.
                 f"--good {good} is not an ancestor of --bad {bad}; give a good commit older than the bad one"
             )
         commits = int(git_out(["rev-list", "--count", f"{good_sha}..{bad_sha}"], co.top))
-        dirty = bool(git_out(["status", "--porcelain", "--untracked-files=no", "--", "."], co.path))
-    except GitFailed as exc:
+        dirty = bool(git_out(safegit.DIRTY_ARGS, co.path))
+    except GitError as exc:
         raise BisectError(str(exc)) from None
     return Range(co.top, co.prefix, co.path, good_sha, bad_sha, good, bad, commits, dirty)
 
@@ -209,5 +210,5 @@ def bisect(
             except ChangeError as exc:
                 result.change_error = str(exc)
             return result
-    except GitFailed as exc:
+    except GitError as exc:
         raise BisectError(str(exc)) from None

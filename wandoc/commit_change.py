@@ -19,7 +19,7 @@ from typing import Any
 from wandoc.facts import SITE_KINDS, BranchSide, CodeSite, EnvRead, GitFacts
 from wandoc.probes.git_compare import probe_git
 from wandoc.probes.repo_code import find_checkout
-from wandoc.worktree import GitFailed, git_out, temp_worktree
+from wandoc.worktree import GitError, git_out, temp_worktree
 
 # site kinds that say which backend runs, not that it runs slowly: shown, but a rule does not hang on them
 NEUTRAL_KINDS = frozenset({"sdpa_call", "flash_attention_call", "compile_call"})
@@ -294,7 +294,7 @@ def locate(repo: Path | None, script: str = "generate.py") -> Checkout:
     try:
         top = Path(git_out(["rev-parse", "--show-toplevel"], found.root))
         prefix = git_out(["rev-parse", "--show-prefix"], found.root)
-    except GitFailed as exc:
+    except GitError as exc:
         msg = str(exc)
         raise ChangeError(f"not a git repository: {found.root}" if "not a git repository" in msg else msg) from None
     return Checkout(top, prefix, found.root)
@@ -303,7 +303,7 @@ def locate(repo: Path | None, script: str = "generate.py") -> Checkout:
 def resolve(top: Path, ref: str, what: str = "commit") -> str:
     try:
         return git_out(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], top)
-    except GitFailed:
+    except GitError:
         raise ChangeError(f"unknown {what}: {ref}") from None
 
 
@@ -334,5 +334,5 @@ def commit_change(
     try:
         with temp_worktree(co.top, sha) as wt:
             return compare_with_parent(wt.root / co.prefix, info, script, given_args, environ)
-    except GitFailed as exc:
+    except GitError as exc:
         raise ChangeError(str(exc)) from None

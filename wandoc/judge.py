@@ -19,7 +19,9 @@ from typing import Any
 
 from wandoc.bisect import Candidate, Judgement, Verdict
 
-WANRUN: tuple[str, ...] = (sys.executable, "-m", "wanrun")
+# -P: the runs start in the checkout, whose own modules (a wanrun/, rich.py, json.py) must not shadow the
+# runner's; the runner puts the script's folder on the path itself, as python generate.py would
+WANRUN: tuple[str, ...] = (sys.executable, "-P", "-m", "wanrun")
 STEPS_FLAG = "--sample_steps"  # Wan's generate.py
 SAVE_FLAG = "--save_file"
 EXIT_INTERRUPTED = 130

@@ -9,7 +9,6 @@ ignored until the folder and git's record of it are gone.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -21,39 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from wandoc import safegit
+from wandoc.safegit import GitError
+
 GIT_TIMEOUT = 120.0  # a checkout of a large fork can take a while
 TEMP_PREFIX = "wandoc-worktree-"
 
 
-class GitFailed(Exception):
-    """A git command that failed; the message is git's own first line of complaint."""
-
-
-def git_env() -> dict[str, str]:
-    """The environment for git: no inherited repository overrides, no prompts, messages in English."""
-    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
-    return env
-
-
 def git(args: Sequence[str], cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run git in ``cwd``; GitFailed with git's first error line when ``check`` and it fails."""
-    exe = shutil.which("git")
-    if exe is None:
-        raise GitFailed("git not found on PATH")
-    try:
-        proc = subprocess.run(
-            [exe, *args], cwd=cwd, capture_output=True, text=True, errors="replace", timeout=GIT_TIMEOUT,
-            env=git_env(), check=False,
-        )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise GitFailed(f"git {args[0]} timed out after {GIT_TIMEOUT:.0f} s") from None
-    except OSError as exc:
-        raise GitFailed(f"git could not run: {exc.strerror or exc}") from None
-    if check and proc.returncode != 0:
-        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise GitFailed(lines[0].removeprefix("fatal: ") if lines else f"git {args[0]} exited {proc.returncode}")
-    return proc
+    """git in ``cwd`` as text; GitError with git's first error line when ``check`` and it fails. Hooks, filters
+    and every other program the repository's config names stay off (see wandoc.safegit)."""
+    proc = safegit.run(args, cwd, timeout=GIT_TIMEOUT, check=check)
+    out, err = (b.decode("utf-8", errors="replace") for b in (proc.stdout, proc.stderr))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def git_out(args: Sequence[str], cwd: Path) -> str:
@@ -68,11 +47,10 @@ class Worktree:
     root: Path  # the worktree
     scratch: Path  # for the judge's reports and logs
     base: Path  # the temp folder holding both
-    _hooks: Path
 
     def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        """git inside the worktree, with the repository's hooks off (a post-checkout hook is not ours to run)."""
-        return git(["-c", f"core.hooksPath={self._hooks}", *args], self.root, check=check)
+        """git inside the worktree (its hooks off, as for every git call: a post-checkout hook is not ours to run)."""
+        return git(args, self.root, check=check)
 
     def clean(self) -> None:
         """Drop whatever a run wrote in the worktree, so the next checkout cannot trip over it."""
@@ -109,14 +87,14 @@ def _listed(top: Path, root: Path) -> bool:
     """Whether git still has a record of the worktree at ``root`` (False when git cannot say)."""
     try:
         out = git(["worktree", "list", "--porcelain"], top, check=False).stdout
-    except GitFailed:
+    except GitError:
         return False
     want = root.resolve()
     return any(Path(line[9:]).resolve() == want for line in out.splitlines() if line.startswith("worktree "))
 
 
 def _try_git(args: Sequence[str], top: Path) -> None:
-    with suppress(GitFailed):
+    with suppress(GitError):
         git(args, top, check=False)
 
 
@@ -139,13 +117,11 @@ def remove_worktree(top: Path, root: Path, base: Path) -> None:
 def temp_worktree(top: Path, commit: str) -> Iterator[Worktree]:
     """A detached worktree of ``top`` at ``commit`` in a new temp folder, removed when the block ends."""
     base = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
-    hooks = base / "no-hooks"
-    wt = Worktree(top=top, root=base / "tree", scratch=base / "runs", base=base, _hooks=hooks)
+    wt = Worktree(top=top, root=base / "tree", scratch=base / "runs", base=base)
     with _signals(_raise_interrupt, _STOP_SIGNALS):
         try:
-            hooks.mkdir()
             wt.scratch.mkdir()
-            git(["-c", f"core.hooksPath={hooks}", "worktree", "add", "-q", "--detach", str(wt.root), commit], top)
+            git(["worktree", "add", "-q", "--detach", str(wt.root), commit], top)
             yield wt
         finally:
             remove_worktree(top, wt.root, base)

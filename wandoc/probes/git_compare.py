@@ -9,44 +9,21 @@ argument defaults, env reads) come from the same code probe, fed by a reader: th
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from wandoc import safegit
 from wandoc.facts import BranchSide, ChangedFile, GitFacts, RepoFacts
 from wandoc.probes.import_path import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir
 from wandoc.probes.repo_code import code_facts, find_checkout, scan_launchers
+from wandoc.safegit import GitError
 
 GIT_TIMEOUT = 20.0
 
 
-class GitError(Exception):
-    """A git command that failed; the message is git's own first line of complaint."""
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    env.update(GIT_OPTIONAL_LOCKS="0", GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
-    return env
-
-
 def run_git(args: Sequence[str], cwd: Path, stdin: bytes | None = None, timeout: float = GIT_TIMEOUT) -> bytes:
-    exe = shutil.which("git")
-    if exe is None:
-        raise GitError("git not found on PATH")
-    try:
-        proc = subprocess.run(
-            [exe, *args], cwd=cwd, input=stdin, capture_output=True, timeout=timeout, env=_env(), check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {args[0]} timed out after {timeout:.0f} s") from None
-    except OSError as exc:
-        raise GitError(f"git could not run: {exc.strerror or exc}") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
-        raise GitError(lines[0].removeprefix("fatal: ") if lines else f"git {args[0]} exited {proc.returncode}")
-    return proc.stdout
+    """git's output; GitError when it fails. Nothing the checkout configures can run (see wandoc.safegit)."""
+    return safegit.run(args, cwd, stdin=stdin, timeout=timeout).stdout
 
 
 class GitSource:
@@ -171,10 +148,10 @@ def _probe_git(
             facts.compare_error = message
         return facts
 
-    if shutil.which("git") is None:
+    co = find_checkout(path, script)
+    if safegit.find_git([co.root] if co.root else []) is None:
         return fail("git not found on PATH")
     facts.available = True
-    co = find_checkout(path, script)
     if co.root is None:
         return fail(co.error) if co.error else (fail("no checkout to compare (use --repo)") if ref else facts)
     root = co.root
@@ -188,7 +165,7 @@ def _probe_git(
     prefix = _optional(["rev-parse", "--show-prefix"], root)
     facts.branch = _optional(["symbolic-ref", "--short", "-q", "HEAD"], root)
     facts.commit = _optional(["rev-parse", "-q", "--verify", "HEAD"], root)
-    facts.dirty = bool(_optional(["status", "--porcelain", "--untracked-files=no", "--", "."], root))
+    facts.dirty = bool(_optional(safegit.DIRTY_ARGS, root))
     if not ref:
         return facts
     try:

@@ -3,6 +3,10 @@
 Reading the wheel's files says what was installed; only an import says whether it loads (a missing DLL on
 Windows, a driver too old for the wheel's CUDA, a card the wheel has no kernels for). A child process keeps
 a crash or a hang out of the doctor and leaves its own process free of CUDA.
+
+The child must import the user's torch and nothing of the checkout: ``python -c`` puts the current folder first
+on the import path, so a ``json.py`` or ``torch.py`` in the checkout (where the README says to run the check)
+would run. It starts with ``-P`` (no unsafe path first) in an empty folder of its own.
 """
 
 from __future__ import annotations
@@ -10,14 +14,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 from wandoc.facts import TorchDeep
 
 MARKER = "WANDOC_TORCH_DEEP "
+# compiled attention extensions: imported after torch, because one built for another torch, CUDA or Python
+# fails only there ("undefined symbol"), and the code that uses it then falls back or stops
+ATTENTION_MODULES = ("flash_attn", "flash_attn_interface", "sageattention")
 
 SCRIPT = """
-import json, sys, time
+import importlib.util, json, sys, time
 out = {"import_ok": False}
 def emit():
     sys.stdout.write("\\n" + MARKER + json.dumps(out) + "\\n")
@@ -33,6 +41,16 @@ try:
     out["cudnn_version"] = int(torch.backends.cudnn.version() or 0)
 except BaseException:
     pass
+imports = {}
+for name in ATTENTION_MODULES:
+    try:
+        if importlib.util.find_spec(name) is None:
+            continue
+        __import__(name)
+        imports[name] = "ok"
+    except BaseException as exc:
+        imports[name] = (type(exc).__name__ + ": " + str(exc))[:300]
+out["attention_imports"] = imports
 try:
     out["cuda_available"] = bool(torch.cuda.is_available())
     if out["cuda_available"]:
@@ -51,7 +69,7 @@ try:
 except BaseException as exc:
     out["error"] = type(exc).__name__ + ": " + str(exc)
 emit()
-""".replace("MARKER", repr(MARKER))
+""".replace("MARKER", repr(MARKER)).replace("ATTENTION_MODULES", repr(ATTENTION_MODULES))
 
 _FIELDS = set(TorchDeep.model_fields) - {"ran", "seconds"}
 
@@ -81,15 +99,17 @@ def probe_torch_deep(timeout: float = 90.0, python: str = sys.executable) -> Tor
     deep = TorchDeep(ran=True)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            [python, "-c", SCRIPT],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        with tempfile.TemporaryDirectory(prefix="wandoc-deep-") as empty:
+            proc = subprocess.run(
+                [python, "-P", "-c", SCRIPT],
+                cwd=empty,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
     except subprocess.TimeoutExpired:
         deep.error = f"timed out after {timeout:g} s (importing torch or initialising CUDA hung)"
         deep.seconds = time.perf_counter() - start
