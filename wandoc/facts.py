@@ -81,7 +81,7 @@ class GpuFacts(_Facts):
     memory_free_bytes: int = 0
     processes: list[GpuProcess] = Field(default_factory=list)
     other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
-    other_processes_from: str = Field(
+    other_processes_from: Literal["", "processes", "device"] = Field(
         "",
         description='"processes": the sum of what NVML lists per process; "device": the device\'s used memory '
         "minus this process's, where per-process figures are hidden (Windows WDDM)",
@@ -212,7 +212,7 @@ class PackagesFacts(_Facts):
     triton: PackageFacts = Field(default_factory=PackageFacts, description='"triton" or "triton-windows"')
     diffusers: PackageFacts = Field(default_factory=PackageFacts)
     accelerate: PackageFacts = Field(default_factory=PackageFacts)
-    fa3_varlen_returns: str = Field(
+    fa3_varlen_returns: Literal["", "tuple", "tensor"] = Field(
         "",
         description='what the installed flash_attn_interface.flash_attn_varlen_func returns by default: "tuple" '
         '(out, softmax_lse) as FA3 did until July 2025, "tensor" (out alone) since; "" unknown',
