@@ -5,8 +5,7 @@ Both run as fresh processes, alternating, several times; the table shows medians
 
 The children run as an installed package does: with bytecode, which a warm-up run writes into a temporary
 folder whatever PYTHONDONTWRITEBYTECODE says here (--bytecode-as-is keeps this environment's setting, e.g. a
-source checkout that compiles the doctor's modules on every run), and with the doctor's rule cache filled by
-that warm-up, in a temporary cache folder, never the user's. WANDOC_* settings are left out. Run it under
+source checkout that compiles the doctor's modules on every run). WANDOC_* settings are left out. Run it under
 `taskset -c 0,1` to see a 2-core machine on a larger one.
 
 The official code (the wan22 wheel's ``wan`` package with the tests' generate.py-shaped entry, a ti2v-5B run) is
@@ -62,7 +61,7 @@ def child_env(tmp: Path, bytecode: bool, src: Path | None = None) -> dict[str, s
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WANDOC_")}
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    env["XDG_CACHE_HOME"] = env["LOCALAPPDATA"] = str(tmp / "cache")  # the rule cache, away from the user's
+    env["XDG_CACHE_HOME"] = env["LOCALAPPDATA"] = str(tmp / "cache")  # whatever a library caches, away from the user's
     if bytecode:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
@@ -102,7 +101,7 @@ def main() -> None:
         walls: dict[str, list[float]] = {name: [] for name in cases}
         cpus: dict[str, list[float]] = {name: [] for name in cases}
         for cmd, cwd in cases.values():
-            timed(cmd, cwd, env)  # warm the file cache, the bytecode and the rule cache once
+            timed(cmd, cwd, env)  # warm the file cache and the bytecode once
         for _ in range(args.runs):
             for name, (cmd, cwd) in cases.items():
                 wall, cpu = timed(cmd, cwd, env)

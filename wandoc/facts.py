@@ -7,7 +7,7 @@ rename a field and the rules that read it stop loading (the loader checks every 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,7 +81,7 @@ class GpuFacts(_Facts):
     memory_free_bytes: int = 0
     processes: list[GpuProcess] = Field(default_factory=list)
     other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
-    other_processes_from: str = Field(
+    other_processes_from: Literal["", "processes", "device"] = Field(
         "",
         description='"processes": the sum of what NVML lists per process; "device": the device\'s used memory '
         "minus this process's, where per-process figures are hidden (Windows WDDM)",
@@ -212,7 +212,7 @@ class PackagesFacts(_Facts):
     triton: PackageFacts = Field(default_factory=PackageFacts, description='"triton" or "triton-windows"')
     diffusers: PackageFacts = Field(default_factory=PackageFacts)
     accelerate: PackageFacts = Field(default_factory=PackageFacts)
-    fa3_varlen_returns: str = Field(
+    fa3_varlen_returns: Literal["", "tuple", "tensor"] = Field(
         "",
         description='what the installed flash_attn_interface.flash_attn_varlen_func returns by default: "tuple" '
         '(out, softmax_lse) as FA3 did until July 2025, "tensor" (out alone) since; "" unknown',
@@ -246,10 +246,14 @@ SITE_KINDS: dict[str, str] = {
 }
 
 
-class CodeSite(_Facts):
-    """One place in the user's code that a rule may judge; ``kind`` is one of SITE_KINDS."""
+# The kinds as a type, so a rule comparing a site's kind with a misspelt one is refused when it loads.
+SiteKind = Literal[tuple(SITE_KINDS)]  # type: ignore[valid-type]
 
-    kind: str
+
+class CodeSite(_Facts):
+    """One place in the user's code that a rule may judge."""
+
+    kind: SiteKind = Field(description="what the code does there (SITE_KINDS in wandoc/facts.py says each)")
     file: str = Field(description="relative to the checkout")
     line: int = 0
     function: str = Field("", description='qualified: "WanAttentionBlock.forward", "attention"')
@@ -385,7 +389,7 @@ class RepoFacts(_Facts):
 
 class CheckpointFile(_Facts):
     path: str
-    format: str = Field("", description='"safetensors", "pth", "gguf", "bin"')
+    format: Literal["", "safetensors", "pth", "pt", "bin", "gguf", "ckpt"] = Field("", description="from the extension")
     bytes: int = 0
     params: int = 0
     dtypes: dict[str, int] = Field(
@@ -398,7 +402,9 @@ class CheckpointModel(_Facts):
     """A folder of weight files that together form one model (a DiT expert, T5, the VAE)."""
 
     folder: str
-    role: str = Field("", description='"dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"')
+    role: Literal["", "dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"] = Field(
+        "", description="what the model is, from its folder and file names"
+    )
     files: int = 0
     bytes: int = 0
     params: int = 0
@@ -490,12 +496,10 @@ class GitFacts(_Facts):
     changed_off_path: list[str] = Field(default_factory=list)
     here: BranchSide = Field(default_factory=BranchSide)
     there: BranchSide = Field(default_factory=BranchSide)
-    sites_added: list[str] = Field(
-        default_factory=list,
-        description="site kinds present on the run's path on one side only: "
-        '"sdpa_flash_disabled", "mask_per_call", ...',
+    sites_added: list[SiteKind] = Field(
+        default_factory=list, description="site kinds present on the run's path on one side only"
     )
-    sites_removed: list[str] = Field(default_factory=list)
+    sites_removed: list[SiteKind] = Field(default_factory=list)
     defaults_changed: dict[str, list[Any]] = Field(default_factory=dict, description="arg -> [there, here]")
     functions_changed: list[ChangedFunction] = Field(
         default_factory=list, description="Functions on the run's path whose body differs between the sides"
@@ -531,11 +535,13 @@ class ParallelFacts(_Facts):
         description="processes in the run, from WORLD_SIZE; None when it is unset "
         "(the doctor is not under torchrun: unknown, not 1) or unreadable",
     )
-    world_size_from: str = Field(
+    world_size_from: Literal["", "torchrun", "WORLD_SIZE"] = Field(
         "", description='"torchrun" (its WORLD_SIZE), "WORLD_SIZE" (exported by hand), "" when unknown'
     )
     local_world_size: int | None = Field(None, description="processes on this machine: one per GPU it needs")
-    local_world_size_from: str = Field("", description='"LOCAL_WORLD_SIZE", or "WORLD_SIZE, one machine"')
+    local_world_size_from: Literal["", "LOCAL_WORLD_SIZE", "WORLD_SIZE, one machine"] = Field(
+        "", description="where local_world_size came from"
+    )
     ulysses_size: int | None = Field(
         None, description="--ulysses_size the run gets; None when generate.py has none or is unknown"
     )

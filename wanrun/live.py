@@ -12,12 +12,11 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.text import Text
 
 from wandoc.engine import Finding
 from wandoc.metrics import StepMetrics
-from wandoc.render.text import MARKS
+from wandoc.render.text import MARKS, safe
 
 MB = 1e6
 
@@ -96,8 +95,10 @@ class LiveView:
             where.append(f"step {finding.step}")
         if finding.module:
             where.append(finding.module)
-        at = f" [dim]({escape(', '.join(where))})[/dim]" if where else ""
-        self.console.print(f"[{style}]{mark} {escape(finding.title)}[/{style}] [dim]{finding.rule}[/dim]{at}")
-        self.console.print(Text("  " + finding.message))
+        at = f" [dim]({safe(', '.join(where))})[/dim]" if where else ""
+        self.console.print(
+            f"[{style}]{mark} {safe(finding.title)}[/{style}] [dim]{safe(finding.rule)}[/dim]{at}", highlight=False
+        )
+        self.console.print(Text("  " + safe(finding.message, markup=False)))
         if finding.fix:
-            self.console.print(Text("  fix: ", style="green").append(finding.fix))
+            self.console.print(Text("  fix: ", style="green").append(safe(finding.fix, markup=False)))

@@ -10,12 +10,11 @@ import statistics
 from collections.abc import Callable
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from wandoc.engine.expr import HELPERS
 from wandoc.metrics import Report, StepMetrics
-from wandoc.render.text import counts_line, print_findings
+from wandoc.render.text import counts_line, print_findings, safe
 from wanrun.compare import Comparison
 
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
@@ -80,7 +79,7 @@ def phases_table(report: Report) -> Table:
     table.add_column("share", justify="right")
     total = sum(report.summary.phases.values()) or 1.0
     for name, seconds in report.summary.phases.items():
-        table.add_row(name, f"{seconds:.2f}", f"{100 * seconds / total:.0f}%")
+        table.add_row(safe(name), f"{seconds:.2f}", f"{100 * seconds / total:.0f}%")
     return table
 
 
@@ -98,7 +97,7 @@ def headline(report: Report) -> str:
 def render(report: Report, console: Console) -> None:
     """The summary of one run report."""
     s = report.summary
-    console.print(f"[bold]{escape(headline(report))}[/bold]")
+    console.print(f"[bold]{safe(headline(report))}[/bold]", highlight=False)
     if s.phases:
         console.print(phases_table(report))
     if report.steps:
@@ -112,20 +111,21 @@ def render(report: Report, console: Console) -> None:
     if s.deep_steps:
         console.print(f"[dim]inspected steps: {', '.join(str(i) for i in s.deep_steps)}[/dim]")
     if s.checked:
-        console.print(f"[dim]checked: {escape('; '.join(s.checked))}[/dim]")
+        console.print(f"[dim]checked: {safe('; '.join(s.checked))}[/dim]", highlight=False)
     if s.not_checked:
-        console.print(f"[dim]not checked: {escape('; '.join(s.not_checked))}[/dim]")
+        console.print(f"[dim]not checked: {safe('; '.join(s.not_checked))}[/dim]", highlight=False)
     if s.output:
-        console.print(f"output: {escape(s.output)} ({_b(s.output_bytes)})")
+        console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})", highlight=False)
     if s.interrupted:
         console.print("[yellow]stopped early: the report covers the steps that ran[/yellow]")
     if s.error:
-        console.print(f"[red]the generation failed: {escape(s.error)}[/red]")
+        console.print(f"[red]the generation failed: {safe(s.error)}[/red]", highlight=False)
 
 
 def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
     """Per-step medians of two runs side by side, the worse ones marked, and the findings that came or went."""
-    table = Table(title=f"{a} → {b} (median per step)", title_justify="left", show_edge=False, pad_edge=False)
+    title = f"{safe(a)} → {safe(b)} (median per step)"
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for col, justify in (("measure", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
 
@@ -137,10 +137,10 @@ def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None
     for row in cmp.rows:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         mark = "[red]worse[/red]" if row.worse else ""
-        table.add_row(row.metric, cell(row.a, row.unit), cell(row.b, row.unit), ratio, mark)
+        table.add_row(safe(row.metric), cell(row.a, row.unit), cell(row.b, row.unit), ratio, mark)
     console.print(table)
     for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
         if items:
-            console.print(f"[{style}]{label}:[/{style}] {escape(', '.join(items))}")
+            console.print(f"[{style}]{label}:[/{style}] {safe(', '.join(items))}", highlight=False)
     verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
     console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")

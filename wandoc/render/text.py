@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +29,19 @@ AREAS = {
 }
 
 
+# C0 controls but tab and newline, DEL, and C1: ESC starts CSI and OSC sequences (colours, cursor moves, window
+# titles, hyperlinks, clipboard writes); a lone CR or BS overwrites what was printed; U+009B is an 8-bit CSI.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: object, *, markup: bool = True) -> str:
+    """Text from a rule file, a report or a checkout, fit for the terminal: control characters are shown as
+    ``\\x1b`` instead of sent, and rich markup such as ``[/bold]`` is escaped (``markup=False`` for a rich
+    ``Text`` or a plain line, which take no markup). Every view that prints such text goes through here."""
+    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return escape(shown) if markup else shown
+
+
 def _evidence(value: Any) -> str:
     text = show(value) if not isinstance(value, dict) else ", ".join(f"{k}={show(v)}" for k, v in value.items())
     return text if len(text) <= 200 else text[:197] + "..."
@@ -44,17 +58,19 @@ def print_findings(console: Console, findings: Sequence[Finding], *, verbose: bo
     for f in findings:
         by_area.setdefault(f.area, []).append(f)
     for area in sorted(by_area, key=lambda a: (-max(f.rank for f in by_area[a]), a)):
-        console.print(Text(AREAS.get(area, area), style="bold underline"))
+        console.print(Text(safe(AREAS.get(area, area), markup=False), style="bold underline"))
         for f in by_area[area]:
             mark, style = MARKS.get(f.severity, ("•", ""))
-            where = f" [dim](step {f.step}, {escape(f.module or '')})[/dim]" if f.step is not None else ""
-            console.print(f"  [{style}]{mark} {escape(f.title)}[/{style}] [dim]{f.rule}[/dim]{where}")
-            console.print(Text("    " + f.message, style="default"), soft_wrap=False)
+            where = f" [dim](step {f.step}, {safe(f.module or '')})[/dim]" if f.step is not None else ""
+            console.print(
+                f"  [{style}]{mark} {safe(f.title)}[/{style}] [dim]{safe(f.rule)}[/dim]{where}", highlight=False
+            )
+            console.print(Text("    " + safe(f.message, markup=False), style="default"), soft_wrap=False)
             if verbose and f.evidence:
                 for label, value in f.evidence.items():
-                    console.print(Text(f"      {label}: {_evidence(value)}", style="dim"))
+                    console.print(Text(safe(f"      {label}: {_evidence(value)}", markup=False), style="dim"))
             if f.fix:
-                console.print(Text("    fix: ", style="green").append(f.fix, style="default"))
+                console.print(Text("    fix: ", style="green").append(safe(f.fix, markup=False), style="default"))
         console.print()
 
 
@@ -94,7 +110,9 @@ def print_check(
         print_findings(console, findings)
     else:
         console.print("[green]No findings.[/green]")
-    console.print(f"[bold]{counts_line(findings)}[/bold] from {rules_evaluated} rules over {escape(source)}.")
-    console.print(f"[dim]checked: {escape(', '.join(seen))}[/dim]")
+    console.print(
+        f"[bold]{counts_line(findings)}[/bold] from {rules_evaluated} rules over {safe(source)}.", highlight=False
+    )
+    console.print(f"[dim]checked: {safe(', '.join(seen))}[/dim]", highlight=False)
     if unseen:
-        console.print(f"[dim]not checked: {escape('; '.join(unseen))}[/dim]")
+        console.print(f"[dim]not checked: {safe('; '.join(unseen))}[/dim]", highlight=False)
