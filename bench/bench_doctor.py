@@ -5,11 +5,15 @@ Both run as fresh processes, alternating, several times; the table shows medians
 
 The children run as an installed package does: with bytecode, which a warm-up run writes into a temporary
 folder whatever PYTHONDONTWRITEBYTECODE says here (--bytecode-as-is keeps this environment's setting, e.g. a
-source checkout that compiles the doctor's modules on every run), and with the doctor's rule cache filled by
-that warm-up, in a temporary cache folder, never the user's. WANDOC_* settings are left out. Run it under
+source checkout that compiles the doctor's modules on every run). WANDOC_* settings are left out. Run it under
 `taskset -c 0,1` to see a 2-core machine on a larger one.
 
-Usage: python bench/bench_doctor.py [--runs 7] [--json out.json] [--bytecode-as-is]
+The official code (the wan22 wheel's ``wan`` package with the tests' generate.py-shaped entry, a ti2v-5B run) is
+timed too, and with ``--fork DIR --script wgp.py`` a fork's checkout (read only, never run). ``--src DIR`` times
+another copy of wandoc's source (e.g. a git worktree of an older commit) instead of this one, for before/after.
+
+Usage: python bench/bench_doctor.py [--runs 7] [--json out.json] [--bytecode-as-is] [--fork DIR --script S]
+       [--src DIR] [--only NAME]
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def child_env(tmp: Path, bytecode: bool) -> dict[str, str]:
+def child_env(tmp: Path, bytecode: bool, src: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WANDOC_")}
-    env["XDG_CACHE_HOME"] = env["LOCALAPPDATA"] = str(tmp / "cache")  # the rule cache, away from the user's
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    env["XDG_CACHE_HOME"] = env["LOCALAPPDATA"] = str(tmp / "cache")  # whatever a library caches, away from the user's
     if bytecode:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
@@ -67,24 +73,38 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--bytecode-as-is", action="store_true", help="keep this environment's bytecode setting")
+    parser.add_argument("--fork", type=Path, help="a fork's checkout to time `wandoc check --repo` on")
+    parser.add_argument("--script", default="generate.py", help="the fork's entry script")
+    parser.add_argument("--src", type=Path, help="time this copy of wandoc's source instead (PYTHONPATH)")
+    parser.add_argument("--only", action="append", default=[], help="time only the cases whose name contains this")
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         story = wanrepo.make_founding_story_repo(Path(tmp))
-        env = child_env(Path(tmp), bytecode=not args.bytecode_as_is)
+        env = child_env(Path(tmp), bytecode=not args.bytecode_as_is, src=args.src)
         check = [sys.executable, "-m", "wandoc", "check", "--fail-on", "never"]
-        cases = {
-            "wandoc check": check,
-            "wandoc check --compare well": [*check, "--compare", "well"],
-            "python -m torch.utils.collect_env": [sys.executable, "-m", "torch.utils.collect_env"],
+        cases: dict[str, tuple[list[str], Path]] = {
+            "wandoc check": (check, story.checkout),
+            "wandoc check --compare well": ([*check, "--compare", "well"], story.checkout),
+            "python -m torch.utils.collect_env": ([sys.executable, "-m", "torch.utils.collect_env"], story.checkout),
         }
+        wheel = wanrepo.fetch_wan22_wheel()
+        if wheel is not None:
+            official = wanrepo.make_official_checkout(wheel, Path(tmp) / "official")
+            run = ["--", "--task", "ti2v-5B", "--size", "1280*704", "--ckpt_dir", "ckpt", "--offload_model", "False"]
+            cases["wandoc check (official wan22, ti2v-5B)"] = ([*check, "--repo", str(official), *run], Path(tmp))
+        if args.fork is not None:
+            fork = [*check, "--repo", str(args.fork.resolve()), "--script", args.script]
+            cases[f"wandoc check (fork {args.fork.name}, --script {args.script})"] = (fork, Path(tmp))
+        if args.only:
+            cases = {k: v for k, v in cases.items() if any(o in k for o in args.only)}
         walls: dict[str, list[float]] = {name: [] for name in cases}
         cpus: dict[str, list[float]] = {name: [] for name in cases}
-        for cmd in cases.values():
-            timed(cmd, story.checkout, env)  # warm the file cache, the bytecode and the rule cache once
+        for cmd, cwd in cases.values():
+            timed(cmd, cwd, env)  # warm the file cache and the bytecode once
         for _ in range(args.runs):
-            for name, cmd in cases.items():
-                wall, cpu = timed(cmd, story.checkout, env)
+            for name, (cmd, cwd) in cases.items():
+                wall, cpu = timed(cmd, cwd, env)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
     load_after = os.getloadavg()
@@ -96,6 +116,7 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
         "bytecode": "as is" if args.bytecode_as_is else "written by the warm-up run",
+        "source": str(args.src) if args.src else "this checkout",
         "runs": args.runs,
         "median_s": {name: round(statistics.median(v), 3) for name, v in walls.items()},
         "min_s": {name: round(min(v), 3) for name, v in walls.items()},
@@ -104,10 +125,10 @@ def main() -> None:
     }
     print(result["machine"])
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; bytecode: {result['bytecode']}")
-    print(f"{'command':40s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s}")
+    print(f"{'command':60s} {'median s':>9s} {'min s':>7s} {'cpu s':>7s}")
     for name in cases:
         print(
-            f"{name:40s} {result['median_s'][name]:9.3f} {result['min_s'][name]:7.3f} "
+            f"{name:60s} {result['median_s'][name]:9.3f} {result['min_s'][name]:7.3f} "
             f"{result['cpu_median_s'][name]:7.3f}"
         )
     if args.json:

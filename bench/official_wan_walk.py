@@ -23,14 +23,14 @@ sys.path.insert(0, str(ROOT))
 
 from wanrepo import WAN22_VERSION, fetch_wan22_wheel, make_official_checkout  # noqa: E402
 
-from wandoc.probes import import_path  # noqa: E402
-from wandoc.probes.repo_code import probe_repo  # noqa: E402
+from wandoc.code import imports, parse  # noqa: E402
+from wandoc.code.probe import probe_repo  # noqa: E402
 
 
 def _cold(fn, runs: int) -> float:
     times = []
     for _ in range(runs):
-        import_path._cache.clear()
+        parse._cache.clear()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -60,8 +60,8 @@ def main() -> int:
         root = make_official_checkout(wheel, Path(tmp) / "Wan2.2")
         n_files = len(list(root.rglob("*.py")))
         n_bytes = sum(p.stat().st_size for p in root.rglob("*.py"))
-        walk_cold = _cold(lambda: import_path.walk_imports(root), opts.runs)
-        walk_warm = _warm(lambda: import_path.walk_imports(root), opts.runs)
+        walk_cold = _cold(lambda: imports.walk_imports(root), opts.runs)
+        walk_warm = _warm(lambda: imports.walk_imports(root), opts.runs)
         probe_cold = _cold(lambda: probe_repo(root, environ={}), opts.runs)
         facts = probe_repo(root, environ={})
     path = facts.import_path

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from clirun import run_wandoc as run_cli
-from wanrepo import SLOW_ATTENTION_PY, SLOW_KINDS, commit_all, git, make_simple_wan_repo, write_files
+from wanrepo import SLOW_ATTENTION_PY, SLOW_KINDS_HERE, commit_all, git, make_simple_wan_repo, write_files
 
 from wandoc.bisect import (
     BisectError,
@@ -109,7 +109,7 @@ def test_finds_the_first_bad_commit(tmp_path: Path, temp_root: Path, first_bad: 
     assert len(judge.seen) <= 2 + math.ceil(math.log2(8)) + 1
     assert [s.role for s in result.steps][:2] == ["good", "bad"]
     assert result.change is not None and result.change.info.parent == h.shas[first_bad - 1]
-    assert {d.label for d in result.change.differences if d.strong} == SLOW_KINDS
+    assert {d.label for d in result.change.differences if d.strong} == SLOW_KINDS_HERE
     assert result.change.git.changed_on_path == ["wan/modules/attention.py"]
     assert_clean(h.root, before, temp_root, judge)
 
@@ -231,7 +231,7 @@ def test_an_app_repo_with_the_checkout_in_a_subfolder(story, temp_root: Path) ->
     result = bisect(check_range(story.app, f"{story.slow_sha}~1", story.slow_sha), judge)
     assert result.first_bad is not None and result.first_bad.sha == story.slow_sha
     assert all(p.name == "Wan2.2" for p in seen)
-    assert result.change is not None and set(result.change.git.sites_added) == SLOW_KINDS
+    assert result.change is not None and set(result.change.git.sites_added) == SLOW_KINDS_HERE
     assert user_state(story.app) == before
 
 

@@ -71,18 +71,6 @@ def test_hostile_expressions_are_refused(source: str) -> None:
         compile_expr(source)
 
 
-def test_huge_comprehension_is_bounded() -> None:
-    expr = compile_expr("len([a for a in xs if len([b for b in xs]) > 0])")
-    with pytest.raises(ExprError, match="more than"):
-        expr.evaluate({"xs": list(range(1000))})
-
-
-def test_string_growth_is_bounded() -> None:
-    expr = compile_expr("s + s")
-    with pytest.raises(ExprError, match="too long"):
-        expr.evaluate({"s": "x" * 60_000})
-
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clirun import run_wandoc
 from wanrepo import (
     FAST_ATTENTION_PY,
     SLOW_ATTENTION_PY,
     SLOW_KINDS,
+    SLOW_KINDS_HERE,
     FoundingStory,
     commit_all,
     git,
@@ -16,8 +18,12 @@ from wanrepo import (
     write_files,
 )
 
+from wandoc import rulebook
+from wandoc.code.imports import walk_source
+from wandoc.code.source import FsSource
+from wandoc.engine import evaluate
+from wandoc.facts import Facts
 from wandoc.probes.git_compare import GitSource, probe_git, probe_ref
-from wandoc.probes.import_path import FsSource, walk_source
 
 
 def _state(root: Path) -> tuple[str, str, str, str]:
@@ -39,9 +45,9 @@ def test_the_slow_commit_against_the_fast_branch(story: FoundingStory) -> None:
     attention = next(c for c in facts.changed if c.path == "wan/modules/attention.py")
     assert attention.status == "M" and attention.on_path_here and attention.on_path_there
     there = {s.kind for s in facts.there.sites}
-    assert there >= SLOW_KINDS
+    assert there >= SLOW_KINDS_HERE
     assert all(s.on_path for s in facts.there.sites)
-    assert set(facts.sites_removed) == SLOW_KINDS and facts.sites_added == []
+    assert set(facts.sites_removed) == SLOW_KINDS_HERE and facts.sites_added == []
     assert facts.there.commit == story.slow_sha and facts.here.ref == "well"
     assert facts.here.effective["offload_model"] is True and facts.there.arg_defaults["offload_model"] is None
     assert facts.defaults_changed == {}
@@ -91,7 +97,7 @@ def test_uncommitted_changes_are_the_here_side(tmp_path: Path) -> None:
     (root / "generate.py").write_text(generate)
     facts = probe_git(root, "HEAD")
     assert facts.dirty
-    assert set(facts.sites_added) == SLOW_KINDS and facts.sites_removed == []
+    assert set(facts.sites_added) == SLOW_KINDS_HERE and facts.sites_removed == []
     assert facts.changed_on_path == ["generate.py", "wan/modules/attention.py"]
     assert facts.defaults_changed == {"sample_guide_scale": [5.0, 6.0]}
     assert (root / "wan/modules/attention.py").read_text() == SLOW_ATTENTION_PY  # nothing reverted or stashed
@@ -159,3 +165,51 @@ def test_status_without_compare(story: FoundingStory) -> None:
     facts = probe_git(story.app, None)
     assert facts.is_repo and facts.branch == "main" and len(facts.commit) == 40
     assert facts.compare_ref == "" and facts.changed == [] and facts.here.commit == ""
+
+
+def test_the_slow_commit_names_the_changed_attention_body(story: FoundingStory) -> None:
+    facts = probe_git(story.well_checkout, story.slow_sha, given_args=[])
+    changed = {(f.file, f.function): f for f in facts.functions_changed}
+    attention = changed[("wan/modules/attention.py", "attention")]
+    assert attention.status == "changed" and attention.reach == "forward"
+    findings = evaluate(rulebook.load(), Facts(git=facts).as_tree())
+    named = [f.message for f in findings if f.rule == "GIT-FUNCTION-CHANGED-ON-PATH"]
+    assert any(m.startswith("wan/modules/attention.py:") and " attention differs from " in m for m in named), named
+
+
+def test_a_changed_body_with_the_same_kinds_of_sites_is_named(tmp_path: Path) -> None:
+    root = make_simple_wan_repo(tmp_path)
+    slower = FAST_ATTENTION_PY.replace("is_causal=causal)", "is_causal=causal, scale=0.5)")
+    write_files(root, {"wan/modules/attention.py": slower, "diag_gpu.py": "print('changed')\n"})
+    facts = probe_git(root, "HEAD")
+    assert facts.sites_added == [] and facts.sites_removed == []  # the same kinds of sites on both sides
+    assert [(f.function, f.reach) for f in facts.functions_changed] == [("attention", "forward")]
+    assert facts.changed_off_path == ["diag_gpu.py"]
+
+
+def test_the_effective_offload_default_changed(
+    story: FoundingStory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clone = tmp_path / "app"
+    git(tmp_path, "clone", "-q", str(story.app), str(clone))
+    entry = clone / "Wan2.2" / "generate.py"
+    entry.write_text(entry.read_text().replace("False if world_size > 1 else True", "False"))
+    commit_all(clone, "offload off unless asked")
+    facts = probe_git(clone / "Wan2.2", "HEAD~1", environ={})
+    assert facts.here.arg_defaults["offload_model"] is None and facts.there.arg_defaults["offload_model"] is None
+    assert facts.defaults_changed == {"offload_model": [True, False]}
+    findings = evaluate(rulebook.load(), Facts(git=facts).as_tree())
+    assert any(f.rule == "GIT-DEFAULTS-CHANGED" and "true on HEAD~1, false here" in f.message for f in findings)
+    passed = probe_git(clone / "Wan2.2", "HEAD~1", given_args=["--offload_model", "True"], environ={})
+    assert passed.defaults_changed == {}  # the run passes it: both sides run the same
+    # the text report says how many and which changed files are on the path
+    _, out, _ = run_wandoc(["check", "--repo", str(clone / "Wan2.2"), "--compare", "HEAD~1"], capsys)
+    assert "compared with HEAD~1: 1 file(s) differ, 1 on the run's path, 0 off it" in out
+    assert "on the path (executed by the run): generate.py" in out
+    assert "functions the run executes that differ: generate (generate.py, runs)" in out
+
+
+def test_the_text_report_lists_files_off_the_path(story: FoundingStory, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run_wandoc(["check", "--repo", str(story.checkout), "--compare", "well"], capsys)
+    assert "compared with well: 1 file(s) differ, 0 on the run's path, 1 off it" in out
+    assert "off the path (never executed by the run): wan/modules/attention_main_backup.py" in out

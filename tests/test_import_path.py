@@ -6,7 +6,10 @@ from pathlib import Path
 
 from wanrepo import FoundingStory, write_files
 
-from wandoc.probes.import_path import FsSource, parse_text, walk_imports, walk_source
+from wandoc.code.imports import walk_imports, walk_source
+from wandoc.code.parse import parse_text
+from wandoc.code.probe import probe_repo
+from wandoc.code.source import FsSource
 
 
 def test_founding_story_path(story: FoundingStory) -> None:
@@ -134,10 +137,11 @@ def test_syntax_error_is_a_fact_and_the_walk_goes_on(tmp_path: Path) -> None:
             "deeper.py": "",
         },
     )
-    path = walk_imports(tmp_path)
+    path = probe_repo(tmp_path, environ={}).import_path  # the walk reads imports; the probe parses what it judges
     assert "deeper.py" in path.modules
     assert len(path.errors) == 1
     assert path.errors[0].startswith("broken.py:3 SyntaxError:")
+    assert path.errors_on_path == ["broken.py:3 SyntaxError: invalid syntax: `def oops(:`"]
 
 
 def test_import_cycle(tmp_path: Path) -> None:

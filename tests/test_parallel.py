@@ -9,10 +9,10 @@ import pytest
 from wanrepo import make_simple_wan_repo
 
 from wandoc.cli import main
+from wandoc.code.probe import probe_repo
 from wandoc.facts import GpuFacts, NvmlFacts, RepoFacts
 from wandoc.probes import gpu
 from wandoc.probes.parallel import divisors_up_to, heads_for_task, probe_parallel
-from wandoc.probes.repo_code import probe_repo
 
 # Wan2.1's generate.py as far as the doctor reads it: the multi-GPU arguments, the task list, and the world-size
 # logic (the offload default and the assertions) in the official shape.

@@ -13,7 +13,8 @@ from wanrepo import (
     write_files,
 )
 
-from wandoc.probes.repo_code import parse_launcher, probe_repo
+from wandoc.code.launchers import parse_launcher
+from wandoc.code.probe import probe_repo
 
 # -- the founding story --------------------------------------------------------------------------------
 
@@ -257,7 +258,8 @@ def test_flash_required_and_fa3_index(tmp_path: Path) -> None:
         (root / "wan/modules/model.py").read_text().replace("import attention", "import flash_attention")
     )
     facts = probe_repo(root, environ={})
-    assert facts.flash_attn_required and facts.fa3_result_indexed and facts.sdpa_fallback
+    assert facts.flash_attn_required and facts.fa3_result_indexed
+    assert not facts.sdpa_fallback  # attention()'s SDPA fallback is never called: the model calls flash_attention
     flash = [s for s in facts.sites if s.kind == "flash_attention_call"]
     assert [s.function for s in flash] == ["WanSelfAttention.forward"]  # the guarded call inside attention() is not
     assert any(s.kind == "float_upcast_in_attention" and s.function == "attention" for s in facts.sites)
@@ -301,10 +303,11 @@ def test_current_directory_checkout(story: FoundingStory, monkeypatch: pytest.Mo
 
 def test_missing_entry_script(tmp_path: Path) -> None:
     write_files(tmp_path, {"wan/modules/model.py": "import os\nX = os.getenv('WAN_X')\n"})
-    facts = probe_repo(tmp_path, environ={})
+    facts = probe_repo(tmp_path, environ={"WAN_X": "1"})
     assert facts.found and facts.error == "generate.py not found in the checkout"
     assert facts.is_wan and facts.args == [] and facts.effective == {}
     assert facts.env_vars["WAN_X"].read_off_path and not facts.env_vars["WAN_X"].read_on_path
+    assert facts.call_graph.entry == "" and all(s.reach == "unknown" for s in facts.sites if s.on_path)
 
 
 def test_folder_with_no_python(tmp_path: Path) -> None:
@@ -317,8 +320,11 @@ def test_syntax_errors_on_and_off_the_path(story: FoundingStory, tmp_path: Path)
     root = make_simple_wan_repo(tmp_path)
     (root / "wan/utils/utils.py").write_text("def str2bool(v:\n    return v\n")
     (root / "tools_broken.py").write_text("import os\nos.getenv('X'\n")
-    facts = probe_repo(root, environ={})
+    facts = probe_repo(root, environ={"X": "1"})  # a file that may read a variable someone set is parsed
     assert "wan/utils/utils.py:1 SyntaxError: '(' was never closed" in facts.import_path.errors
+    assert facts.import_path.errors_on_path == [
+        "wan/utils/utils.py:1 SyntaxError: '(' was never closed: `def str2bool(v:`"
+    ]
     assert any(e.startswith("tools_broken.py:2 SyntaxError") for e in facts.import_path.errors)
     assert "wan/modules/attention.py" in facts.import_path.modules  # the rest of the walk went on
     assert facts.effective["offload_model"] is True

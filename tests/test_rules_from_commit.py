@@ -11,6 +11,7 @@ from wanrepo import (
     FAST_ATTENTION_PY,
     GENERATE_PY,
     SLOW_ATTENTION_PY,
+    SLOW_KINDS_HERE,
     FoundingStory,
     commit_all,
     git,
@@ -18,10 +19,10 @@ from wanrepo import (
     write_files,
 )
 
+from wandoc.code.probe import probe_repo
 from wandoc.engine import Rule, evaluate, load_rule_file
 from wandoc.facts import CodeSite, Facts, RepoFacts
 from wandoc.probes.git_compare import probe_ref
-from wandoc.probes.repo_code import probe_repo
 
 
 def fires(rule: Rule, repo: RepoFacts) -> list[str]:
@@ -43,7 +44,8 @@ def test_the_slow_commit_of_the_founding_story(
     code, out, err = run([*args, "--dir", str(out_dir)], capsys)
     assert code == 0, err
     path = out_dir / "CODE-FROM-SLOW.toml"
-    assert out.startswith(f"wrote {path} from commit {story.slow_sha[:7]} (4 conditions, examples pass)")
+    n = len(SLOW_KINDS_HERE)
+    assert out.startswith(f"wrote {path} from commit {story.slow_sha[:7]} ({n} conditions, examples pass)")
     text = path.read_text()
     assert text.startswith(f"# A wandoc rule written from commit {story.slow_sha[:7]} against its parent.")
     assert "[[example.facts.repo.sites]]" in text and 'kind = "sdpa_flash_disabled"' in text

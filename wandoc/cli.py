@@ -63,9 +63,9 @@ class Shell(StrEnum):
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    from wandoc.render.terminal_safe import printable
+    from wandoc.render.text import safe  # a message may quote a rule file or a checkout
 
-    typer.echo(f"wandoc: {printable(message)}", err=True)  # messages quote paths, refs and run output
+    typer.echo(f"wandoc: {safe(message, markup=False)}", err=True)
     raise typer.Exit(code)
 
 
@@ -78,12 +78,12 @@ def _settings():
         fail(str(exc))
 
 
-def _rules(extra: list[Path] | None, disabled: list[str]):
+def _rules(extra: list[Path] | None, disabled: list[str], checked: tuple[str, ...] = ("facts", "step", "run")):
     from wandoc import rulebook
     from wandoc.engine import RuleFileError
 
     try:
-        return rulebook.load(extra or [], disabled, cache_dir=_settings().rule_cache_dir())
+        return rulebook.load(extra or [], disabled, checked=checked)
     except RuleFileError as exc:
         fail(str(exc))
 
@@ -170,19 +170,17 @@ def check(
     Put the arguments you will give generate.py after `--`, and the doctor judges that exact run
     (e.g. the effective value of --offload_model).
 
-    Nothing of your checkout or environment is changed. The only file written is a cache of parsed rule
-    files in your user cache folder ($XDG_CACHE_HOME/wandoc or ~/.cache/wandoc; %LOCALAPPDATA%\\wandoc\\Cache
-    on Windows); move it with WANDOC_CACHE_DIR, turn it off with WANDOC_CACHE=0.
+    Nothing of your checkout or environment is changed, and no file is written.
     """
     from rich.console import Console
 
     from wandoc.collect import collect, coverage, load_facts_file
     from wandoc.engine import at_or_above, evaluate
-    from wandoc.render.text import print_check
+    from wandoc.render.text import comparison_lines, print_check
 
     settings = _settings()
     if facts_file is not None:
-        rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
+        rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
         try:
             facts = load_facts_file(facts_file)
         except ValueError as exc:
@@ -194,7 +192,7 @@ def check(
         req = _request(repo, script, ckpt_dir, compare, deep)
         with ThreadPoolExecutor(max_workers=1) as pool:  # probes wait on NVML, git and disks: load rules meanwhile
             pending = pool.submit(collect, req)
-            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules)
+            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
             facts = pending.result()
         _check_user_input(facts, req)
         source = "this machine"
@@ -219,9 +217,12 @@ def check(
             from wandoc.render.markdown import render_check_markdown as render_page
         page = render_page(findings, facts=facts, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
                            shell=chosen_shell)  # fmt: skip
-        typer.echo(page, nl=False)
+        from wandoc.render.text import safe
+
+        typer.echo(safe(page, markup=False), nl=False)
     else:
-        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source)
+        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
+                    comparison=comparison_lines(facts.git))  # fmt: skip
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
 
 
@@ -287,7 +288,7 @@ def bisect_cmd(
     from wandoc.bisect import BisectError, BisectStop, bisect, check_range
     from wandoc.judge import RunJudge
     from wandoc.render.bisect import header, result_lines, step_end, step_start
-    from wandoc.render.terminal_safe import printable
+    from wandoc.render.text import safe
     from wandoc.rule_from_commit import suggested_id
     from wandoc.worktree import leftovers, remove_leftover
 
@@ -295,7 +296,7 @@ def bisect_cmd(
         fail(f"{'--bad' if good else '--good'} REF is needed (or --cleanup alone)")
     for item in leftovers():
         remove_leftover(item)
-        typer.echo(printable(f"removed what a killed bisect left: {item.base}"))
+        typer.echo(safe(f"removed what a killed bisect left: {item.base}", markup=False))
     if cleanup:
         raise typer.Exit(0)
     assert good is not None and bad is not None
@@ -309,12 +310,12 @@ def bisect_cmd(
     except BisectError as exc:
         fail(str(exc))
     for line in header(rng):
-        typer.echo(printable(line))  # commit subjects, authors and run output come from the repository
+        typer.echo(safe(line, markup=False))  # commit subjects are the checkout's text
     open_line = [False]  # a progress line waits for its verdict
 
     def show(step) -> None:
         open_line[0] = step.judgement is None
-        typer.echo(printable(step_start(step) if open_line[0] else step_end(step)), nl=not open_line[0])
+        typer.echo(safe(step_start(step) if open_line[0] else step_end(step), markup=False), nl=not open_line[0])
 
     judge = RunJudge(rng.checkout, _generate_args, script, steps, threshold)
     try:
@@ -327,7 +328,7 @@ def bisect_cmd(
         fail(str(exc), 2 if isinstance(exc, BisectError) else 1)
     rule_id = suggested_id(result.first_bad) if result.first_bad else "CODE-SLOW-REGRESSION"
     for line in result_lines(result, rule_id, f" --repo {shlex.quote(str(repo))}" if repo else ""):
-        typer.echo(printable(line))
+        typer.echo(safe(line, markup=False))
     raise typer.Exit(0 if result.first_bad else 1)
 
 
@@ -337,11 +338,13 @@ def rules_list(rules: RulesOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from wandoc.render.text import safe
+
     settings = _settings()
     table = Table("id", "severity", "scope", "title", box=None, header_style="bold")
     for r in sorted(_rules([*settings.rules_dirs, *(rules or [])], []), key=lambda r: r.id):
         off = " (disabled)" if r.id in settings.disabled_rules else ""
-        table.add_row(r.id, r.severity, r.scope, r.title + off)
+        table.add_row(r.id, r.severity, r.scope, safe(r.title + off))
     Console().print(table)
 
 
@@ -350,26 +353,29 @@ def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: Rul
     """Show one rule: what it checks, why, the fix, and its examples."""
     from rich.console import Console
 
+    from wandoc.render.text import safe
+
     settings = _settings()
     found = [r for r in _rules([*settings.rules_dirs, *(rules or [])], []) if r.id == rule_id.upper()]
     if not found:
         fail(f"no rule {rule_id!r}; `wandoc rules list` shows them all")
     r = found[0]
-    c = Console()
-    c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{r.source}[/dim]")
-    c.print(r.title)
+    c = Console(highlight=False)  # rich's highlighter takes quadratic time on a long line
+    c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{safe(r.source)}[/dim]")
+    c.print(safe(r.title))
     if r.explain:
-        c.print(f"\n{r.explain.strip()}")
-    c.print(f"\n[bold]when[/bold]  {r.when}" + (f"\n[bold]each[/bold]  {r.each} as {r.as_}" if r.each else ""))
-    c.print(f"[bold]message[/bold]  {r.message}")
+        c.print(f"\n{safe(r.explain.strip())}")
+    each = f"\n[bold]each[/bold]  {safe(r.each)} as {r.as_}" if r.each else ""
+    c.print(f"\n[bold]when[/bold]  {safe(r.when)}{each}")
+    c.print(f"[bold]message[/bold]  {safe(r.message)}")
     for shell_name in ("text", "bash", "cmd", "powershell"):
         value = getattr(r.fix, shell_name)
         if value:
-            c.print(f"[bold]fix ({shell_name})[/bold]  {value}")
+            c.print(f"[bold]fix ({shell_name})[/bold]  {safe(value)}")
     for ex in r.example:
-        c.print(f"[dim]example: {'fires' if ex.fires else 'quiet'}: {ex.name}[/dim]")
+        c.print(f"[dim]example: {'fires' if ex.fires else 'quiet'}: {safe(ex.name)}[/dim]")
     if r.refs:
-        c.print(f"[dim]refs: {', '.join(r.refs)}[/dim]")
+        c.print(f"[dim]refs: {safe(', '.join(r.refs))}[/dim]")
 
 
 @rules_app.command("test")
@@ -378,10 +384,12 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule fil
     """Run rules' own examples, and check that every path they read exists in the facts schema."""
     from wandoc import rulebook
     from wandoc.engine import RuleFileError, load_rules
+    from wandoc.render.text import safe
 
     settings = _settings()
     try:
-        rule_list = load_rules(files) if files else rulebook.load([*settings.rules_dirs, *(rules or [])], [])
+        # paths are checked by each rule's test below, so every rule with a problem is listed, not the first
+        rule_list = load_rules(files) if files else rulebook.load([*settings.rules_dirs, *(rules or [])], checked=())
     except RuleFileError as exc:
         fail(str(exc))
     failed = 0
@@ -391,9 +399,9 @@ def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule fil
             typer.echo(f"ok    {r.id} ({len(res.passed)} examples)")
         else:
             failed += 1
-            typer.echo(f"FAIL  {r.id}  {r.source}")
+            typer.echo(f"FAIL  {r.id}  {safe(r.source, markup=False)}")
             for line in res.failed:
-                typer.echo(f"        {line}")
+                typer.echo(f"        {safe(line, markup=False)}")
     typer.echo(f"{len(rule_list) - failed} passed, {failed} failed")
     raise typer.Exit(1 if failed else 0)
 

@@ -82,8 +82,9 @@ def _storage(ckpt: CheckpointFacts, sample: bool) -> StorageFacts:
 
 
 def collect(req: Request) -> Facts:
+    from wandoc.code.probe import probe_repo
     from wandoc.estimate import estimate
-    from wandoc.probes import amd, checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
+    from wandoc.probes import amd, checkpoints, git_compare, gpu, packages, platform, system, torch_build
     from wandoc.probes.parallel import probe_parallel
 
     errors: list[str] = []
@@ -96,7 +97,7 @@ def collect(req: Request) -> Facts:
         f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, PackagesFacts)
         f_repo = pool.submit(
             _safe, "repo", errors,
-            lambda: repo_code.probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
+            lambda: probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
         )  # fmt: skip
         f_git = pool.submit(
             _safe, "git", errors,
@@ -159,8 +160,10 @@ def coverage(facts: Facts) -> tuple[list[str], list[str]]:
         seen.append("torch import and a GPU matmul (--deep)")
     else:
         unseen.append("torch import and CUDA at run time (add --deep)")
-    if facts.repo.found:
-        seen.append(f"the code of {facts.repo.path}")
+    if facts.repo.found and facts.repo.call_graph.entry:
+        seen.append(f"the code of {facts.repo.path} that {facts.repo.call_graph.entry} runs")
+    elif facts.repo.found:
+        unseen.append(f"the code of {facts.repo.path} (no entry script found: name it with --script)")
     elif facts.repo.given:
         unseen.append(f"the checkout ({facts.repo.error})")
     else:

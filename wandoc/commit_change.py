@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wandoc.code.checkout import find_checkout
+from wandoc.code.compare import NEUTRAL_ARGS
 from wandoc.facts import SITE_KINDS, BranchSide, CodeSite, EnvRead, GitFacts
 from wandoc.probes.git_compare import probe_git
-from wandoc.probes.repo_code import find_checkout
 from wandoc.worktree import GitError, git_out, temp_worktree
 
 # site kinds that say which backend runs, not that it runs slowly: shown, but a rule does not hang on them
 NEUTRAL_KINDS = frozenset({"sdpa_call", "flash_attention_call", "compile_call"})
-# arguments whose defaults do not decide speed (the same list GIT-DEFAULTS-CHANGED leaves out)
-NEUTRAL_ARGS = frozenset({"prompt", "save_file", "base_seed", "seed", "ckpt_dir", "image", "audio", "output_dir"})
 
 
 class ChangeError(ValueError):

@@ -7,7 +7,7 @@ rename a field and the rules that read it stop loading (the loader checks every 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,7 +81,7 @@ class GpuFacts(_Facts):
     memory_free_bytes: int = 0
     processes: list[GpuProcess] = Field(default_factory=list)
     other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
-    other_processes_from: str = Field(
+    other_processes_from: Literal["", "processes", "device"] = Field(
         "",
         description='"processes": the sum of what NVML lists per process; "device": the device\'s used memory '
         "minus this process's, where per-process figures are hidden (Windows WDDM)",
@@ -212,7 +212,7 @@ class PackagesFacts(_Facts):
     triton: PackageFacts = Field(default_factory=PackageFacts, description='"triton" or "triton-windows"')
     diffusers: PackageFacts = Field(default_factory=PackageFacts)
     accelerate: PackageFacts = Field(default_factory=PackageFacts)
-    fa3_varlen_returns: str = Field(
+    fa3_varlen_returns: Literal["", "tuple", "tensor"] = Field(
         "",
         description='what the installed flash_attn_interface.flash_attn_varlen_func returns by default: "tuple" '
         '(out, softmax_lse) as FA3 did until July 2025, "tensor" (out alone) since; "" unknown',
@@ -246,15 +246,34 @@ SITE_KINDS: dict[str, str] = {
 }
 
 
-class CodeSite(_Facts):
-    """One place in the user's code that a rule may judge; ``kind`` is one of SITE_KINDS."""
+# The kinds as a type, so a rule comparing a site's kind with a misspelt one is refused when it loads.
+SiteKind = Literal[tuple(SITE_KINDS)]  # type: ignore[valid-type]
 
-    kind: str
+
+class CodeSite(_Facts):
+    """One place in the user's code that a rule may judge."""
+
+    kind: SiteKind = Field(description="what the code does there (SITE_KINDS in wandoc/facts.py says each)")
     file: str = Field(description="relative to the checkout")
     line: int = 0
     function: str = Field("", description='qualified: "WanAttentionBlock.forward", "attention"')
     snippet: str = ""
     on_path: bool = Field(True, description="the file is imported by the run")
+    reach: str = Field(
+        "forward",
+        description='How often the line runs in this run: "forward" (every step), "once", "conditional" (under '
+        'a condition the doctor could not decide), "never", or "unknown" (no entry script to start from). Facts '
+        "recorded before reach existed read as forward, as they were judged then.",
+    )
+    reach_why: str = Field("", description="The reach in words: the calls that get there, the condition, or why not")
+    conditions: list[str] = Field(
+        default_factory=list, description="Conditions this run makes true on the way there: `offload_model`"
+    )
+    chosen_by: list[str] = Field(
+        default_factory=list, description="Run arguments whose values lead to the site (a choice, not a bug)"
+    )
+    module: str = Field("", description='Module path inside the model when known: "blocks.*.self_attn"')
+    via: list[str] = Field(default_factory=list, description="Functions called from the entry down to the site")
 
 
 class EnvRead(_Facts):
@@ -302,6 +321,28 @@ class ImportPath(_Facts):
     )
     unresolved: list[str] = Field(default_factory=list, description='"wan/x.py:12 importlib.import_module(name)"')
     errors: list[str] = Field(default_factory=list, description='"wan/bad.py:3 SyntaxError: ..."')
+    errors_on_path: list[str] = Field(
+        default_factory=list, description="Files the run imports that do not parse: `wan/x.py:12 SyntaxError: ...`"
+    )
+    skipped: list[str] = Field(
+        default_factory=list, description="Files not read, with why: over the size bound, past the file count bound"
+    )
+
+
+class CallGraphFacts(_Facts):
+    """The call graph from the entry that decides each code site's reach."""
+
+    entry: str = Field("", description="The entry script the graph starts at; empty when none was resolved")
+    entry_from: str = Field(
+        "", description='How the entry was found: "generate.py", "--script", "known entry of <fork>", or ""'
+    )
+    functions_walked: int = Field(0, description="Functions the walk entered")
+    model_forwards: int = Field(
+        0, description="Model forward() methods the walk found running every step (0: it never reached a model)"
+    )
+    statements: int = Field(0, description="Statements visited, all argument contexts together")
+    unresolved_calls: int = Field(0, description="Calls whose target the doctor could not tell (library calls too)")
+    cut: str | None = Field(None, description="Why the walk stopped early, if it did")
 
 
 class LauncherSet(_Facts):
@@ -322,9 +363,18 @@ class RepoFacts(_Facts):
     args: list[ArgFacts] = Field(default_factory=list)
     given_args: list[str] = Field(default_factory=list, description='what came after "--"')
     args_error: str | None = Field(None, description="the given args do not parse the way generate.py would parse them")
+    args_note: str | None = Field(
+        None, description="Why the checkout's parser could not be replayed (not the user's fault)"
+    )
+    args_file: str = Field("", description="The file whose add_argument calls define the run's flags")
     effective: dict[str, Any] = Field(default_factory=dict, description="dest -> value the run will use")
     offload_defaulted: bool = Field(False, description="offload_model came from the None -> True runtime default")
     import_path: ImportPath = Field(default_factory=ImportPath)
+    call_graph: CallGraphFacts = Field(default_factory=CallGraphFacts)
+    model_configs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Task -> values of the checkout's own wan/configs (num_heads, dim, ...), read as text",
+    )
     env_reads: list[EnvRead] = Field(default_factory=list)
     env_vars: dict[str, EnvVarUse] = Field(default_factory=dict)
     launchers: list[LauncherSet] = Field(default_factory=list)
@@ -339,7 +389,7 @@ class RepoFacts(_Facts):
 
 class CheckpointFile(_Facts):
     path: str
-    format: str = Field("", description='"safetensors", "pth", "gguf", "bin"')
+    format: Literal["", "safetensors", "pth", "pt", "bin", "gguf", "ckpt"] = Field("", description="from the extension")
     bytes: int = 0
     params: int = 0
     dtypes: dict[str, int] = Field(
@@ -352,7 +402,9 @@ class CheckpointModel(_Facts):
     """A folder of weight files that together form one model (a DiT expert, T5, the VAE)."""
 
     folder: str
-    role: str = Field("", description='"dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"')
+    role: Literal["", "dit", "high_noise_model", "low_noise_model", "t5", "vae", "other"] = Field(
+        "", description="what the model is, from its folder and file names"
+    )
     files: int = 0
     bytes: int = 0
     params: int = 0
@@ -404,6 +456,20 @@ class ChangedFile(_Facts):
     on_path_there: bool = False
 
 
+class ChangedFunction(_Facts):
+    """A function whose body differs between the compared sides, in a file on the run's path."""
+
+    file: str
+    function: str = Field(description='Qualified: "WanSelfAttention.forward", "attention"')
+    status: str = Field("changed", description='"changed", "added" (only here) or "removed" (only there)')
+    reach: str = Field(
+        "never",
+        description='How this run runs it on the side that has it: "forward", "runs" (once or under a '
+        'condition), "never"',
+    )
+    line: int = 0
+
+
 class BranchSide(_Facts):
     """The perf-relevant code facts of one side of a comparison."""
 
@@ -430,13 +496,14 @@ class GitFacts(_Facts):
     changed_off_path: list[str] = Field(default_factory=list)
     here: BranchSide = Field(default_factory=BranchSide)
     there: BranchSide = Field(default_factory=BranchSide)
-    sites_added: list[str] = Field(
-        default_factory=list,
-        description="site kinds present on the run's path on one side only: "
-        '"sdpa_flash_disabled", "mask_per_call", ...',
+    sites_added: list[SiteKind] = Field(
+        default_factory=list, description="site kinds present on the run's path on one side only"
     )
-    sites_removed: list[str] = Field(default_factory=list)
+    sites_removed: list[SiteKind] = Field(default_factory=list)
     defaults_changed: dict[str, list[Any]] = Field(default_factory=dict, description="arg -> [there, here]")
+    functions_changed: list[ChangedFunction] = Field(
+        default_factory=list, description="Functions on the run's path whose body differs between the sides"
+    )
 
 
 # -- what the run will need ------------------------------------------------------------------------------
@@ -468,11 +535,13 @@ class ParallelFacts(_Facts):
         description="processes in the run, from WORLD_SIZE; None when it is unset "
         "(the doctor is not under torchrun: unknown, not 1) or unreadable",
     )
-    world_size_from: str = Field(
+    world_size_from: Literal["", "torchrun", "WORLD_SIZE"] = Field(
         "", description='"torchrun" (its WORLD_SIZE), "WORLD_SIZE" (exported by hand), "" when unknown'
     )
     local_world_size: int | None = Field(None, description="processes on this machine: one per GPU it needs")
-    local_world_size_from: str = Field("", description='"LOCAL_WORLD_SIZE", or "WORLD_SIZE, one machine"')
+    local_world_size_from: Literal["", "LOCAL_WORLD_SIZE", "WORLD_SIZE, one machine"] = Field(
+        "", description="where local_world_size came from"
+    )
     ulysses_size: int | None = Field(
         None, description="--ulysses_size the run gets; None when generate.py has none or is unknown"
     )

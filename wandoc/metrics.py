@@ -16,6 +16,9 @@ from wandoc.engine import Finding
 REPORT_SCHEMA = "wanrun.report/1"
 
 
+PhaseName = Literal["load", "encode", "denoise", "decode", "save", "other"]
+
+
 class _M(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -95,7 +98,9 @@ class RunInfo(_M):
     vram_total_bytes: int = Field(0, description="Dedicated VRAM of the run's GPU.")
     power_limit_w: float = Field(0.0, description="Power limit of the run's GPU, watts.")
     platform_os: str = Field("", description="Operating system: Linux, Windows, Darwin.")
-    pipeline: str = Field("", description="builtin (the built-in Wan-style pipeline) or repo (a user's checkout).")
+    pipeline: Literal["", "builtin", "repo"] = Field(
+        "", description="builtin (the built-in Wan-style pipeline) or repo (a user's checkout)."
+    )
     denoiser: str = Field("", description="Class name of the model judged.")
     model_weight_bytes: int = Field(0, description="Parameters and buffers of the denoiser(s), in bytes.")
     model_param_dtype: str = Field("", description="Dtype of the denoiser's parameters.")
@@ -121,9 +126,7 @@ class StepHistory(_M):
 
 
 class Phase(_M):
-    name: Literal["load", "encode", "denoise", "decode", "save", "other"] = Field(
-        description="What the phase was: load, encode, denoise, decode, save, other."
-    )
+    name: PhaseName = Field(description="What the phase was: load, encode, denoise, decode, save, other.")
     seconds: float = Field(0.0, description="Wall time of the phase, in seconds.")
     label: str = Field("", description="The name given to a phase of another kind (name is then other).")
 
@@ -143,7 +146,7 @@ class Summary(_M):
     gpu_util_mean: float | None = Field(
         None, description="Mean NVML utilisation over the steps, percent (null: not read)."
     )
-    phases: dict[str, float] = Field(default_factory=dict, description="Seconds per phase name.")
+    phases: dict[PhaseName, float] = Field(default_factory=dict, description="Seconds per phase name.")
     checked: list[str] = Field(default_factory=list, description="What the guards could see.")
     not_checked: list[str] = Field(
         default_factory=list,

@@ -1,22 +1,19 @@
 """Where rules come from and what they read: the shipped rule files, the user's own, and each scope's schema.
 
 The one place that ties the engine to the product's data models, so the CLI, the guards and the tests all
-load and test rules the same way. Loading needs neither the facts nor the step metrics models; those are
-imported by the functions that test rules, so ``wandoc check`` does not build models it never uses.
+load and test rules the same way. Each scope's models are imported when a rule of that scope is checked, so
+``wandoc check`` (which checks its facts rules only) does not build the step-metric models it never uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from wandoc.engine import Rule, RuleTestResult, load_rules, run_examples
-from wandoc.engine.cache import RuleCache
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from wandoc.engine import Rule, RuleFileError, RuleTestResult, budget_problem, load_rules, run_examples
+from wandoc.engine.schema import Schema
 
 
 def shipped_rules_dir() -> Path:
@@ -31,33 +28,37 @@ def rule_dirs(extra: Iterable[Path] = (), *, shipped: bool = True) -> list[Path]
     return ([shipped_rules_dir()] if shipped else []) + [Path(p) for p in extra]
 
 
-def load(extra: Iterable[Path] = (), disabled: Iterable[str] = (), cache_dir: Path | None = None) -> list[Rule]:
-    """The shipped rules and the user's; with ``cache_dir``, files parsed on an earlier run skip the TOML parser
-    (see ``wandoc.engine.cache``: the cached tables are validated like any rule file)."""
-    return load_rules(rule_dirs(extra), disabled, RuleCache(cache_dir) if cache_dir is not None else None)
+SCOPES = ("facts", "step", "run")
+
+
+def load(extra: Iterable[Path] = (), disabled: Iterable[str] = (), *, checked: Collection[str] = SCOPES) -> list[Rule]:
+    """The shipped rules and the user's, read from their files on every run (no cache: what a rule file says is
+    what runs).
+
+    A rule of a ``checked`` scope that reads a path, loop-variable field or enumeration value its scope does
+    not have is refused here, naming the file: it would never fire. So is a user's rule whose own examples run
+    out of the work budget (the shipped rules' examples are run by the test suite). The doctor checks only its
+    facts rules, so it never builds the step-metric models; wanrun checks the runtime rules when it loads them."""
+    rules = load_rules(rule_dirs(extra), disabled, lambda scope: schema_for(scope) if scope in checked else None)
+    shipped = str(shipped_rules_dir())
+    for rule in rules:
+        if rule.scope in checked and not rule.source.startswith(shipped):
+            problem = budget_problem(rule, PREPARE[rule.scope])
+            if problem:
+                raise RuleFileError(f"{rule.source}: {problem}")
+    return rules
 
 
 @cache
-def facts_roots() -> dict[str, type[BaseModel] | None]:
-    from pydantic import BaseModel
+def schema_for(scope: str) -> Schema:
+    """What the rules of one scope read: the facts tree, or the runtime rules' step and run roots."""
+    if scope == "facts":
+        from wandoc.facts import Facts
 
-    from wandoc.facts import Facts
-
-    roots: dict[str, type[BaseModel] | None] = {}
-    for name, f in Facts.model_fields.items():
-        ann = f.annotation
-        roots[f.alias or name] = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return roots
-
-
-def roots_for(rule: Rule) -> dict[str, type[BaseModel] | None]:
+        return Schema.of_model(Facts)
     from wandoc.metrics import RUN_ROOTS, STEP_ROOTS
 
-    if rule.scope == "step":
-        return dict(STEP_ROOTS)
-    if rule.scope == "run":
-        return dict(RUN_ROOTS)
-    return facts_roots()
+    return Schema(STEP_ROOTS if scope == "step" else RUN_ROOTS)
 
 
 def prepare_facts(data: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +87,9 @@ def prepare_run(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PREPARE = {"facts": prepare_facts, "step": prepare_step, "run": prepare_run}
+
+
 def test_rule(rule: Rule) -> RuleTestResult:
     """Run one rule's own examples against its scope's schema."""
-    prepare = {"step": prepare_step, "run": prepare_run}.get(rule.scope, prepare_facts)
-    return run_examples(rule, prepare, roots_for(rule))
+    return run_examples(rule, PREPARE[rule.scope], schema_for(rule.scope))

@@ -37,8 +37,6 @@ class Settings(BaseModel):
     fail_on: Literal["error", "warning", "never"] = "error"
     shell: Literal["bash", "zsh", "cmd", "powershell"] | None = None
     regress_threshold: float = Field(default=1.10, description="wanrun compare: a metric ratio counted as worse")
-    cache: bool = Field(default=True, description="keep parsed rule files in the user's cache folder")
-    cache_dir: Path | None = Field(default=None, description="that folder (default: the platform's user cache)")
 
     @field_validator("regress_threshold")
     @classmethod
@@ -46,29 +44,6 @@ class Settings(BaseModel):
         if not (math.isfinite(v) and v >= 1.0):  # NaN compares false with everything: every run would pass
             raise ValueError(f"must be a finite number of 1.0 or more, not {v}")
         return v
-
-    @field_validator("cache_dir", mode="before")
-    @classmethod
-    def _blank_is_default(cls, v: object) -> object:
-        return None if isinstance(v, str) and not v.strip() else v  # WANDOC_CACHE_DIR= must not mean "here"
-
-    def rule_cache_dir(self, environ: Mapping[str, str] = os.environ) -> Path | None:
-        """Where parsed rule files are kept between runs, or None when the cache is off or no folder is known."""
-        if not self.cache:
-            return None
-        return self.cache_dir or user_cache_dir(environ)
-
-
-def user_cache_dir(environ: Mapping[str, str] = os.environ, windows: bool = os.name == "nt") -> Path | None:
-    """``%LOCALAPPDATA%\\wandoc\\Cache`` on Windows, else ``$XDG_CACHE_HOME/wandoc`` or ``~/.cache/wandoc``."""
-    try:
-        if windows:
-            base = environ.get("LOCALAPPDATA")
-            return Path(base, "wandoc", "Cache") if base else Path.home() / "AppData" / "Local" / "wandoc" / "Cache"
-        xdg = environ.get("XDG_CACHE_HOME", "")
-        return Path(xdg, "wandoc") if os.path.isabs(xdg) else Path.home() / ".cache" / "wandoc"
-    except RuntimeError:  # no home folder to be found
-        return None
 
 
 def _file_settings(cwd: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from typer.exceptions import TyperException
-
-from wandoc.render.terminal_safe import printable
 
 if TYPE_CHECKING:
     from wandoc.engine import Finding
@@ -54,7 +51,9 @@ def _out() -> Console:
 
 
 def _err(message: str) -> None:
-    typer.echo(f"wanrun: {printable(message)}", err=True)  # messages quote paths, a script's exception
+    from wandoc.render.text import safe
+
+    typer.echo(f"wanrun: {safe(message, markup=False)}", err=True)
 
 
 def _bail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -301,7 +300,7 @@ def _finish(
 ) -> NoReturn:  # fmt: skip
     """Write the report (JSON, and the page with --html), show the summary and exit with the contract's code."""
     from wandoc.engine import at_or_above
-    from wandoc.render.text import counts_line
+    from wandoc.render.text import counts_line, safe
     from wanrun.report_view import render
 
     if keeper is not None:
@@ -326,10 +325,9 @@ def _finish(
         render(final, console)
     for label, path in (("report", keeper.path if keeper is not None else None), ("html", html)):
         if path is not None:
-            console.print(f"[dim]{label}: {escape(printable(str(path)))}[/dim]", soft_wrap=True)
+            console.print(f"[dim]{label}: {safe(path)}[/dim]", soft_wrap=True)
     if stop is not None:
-        message = escape(printable(stop.message))
-        console.print(f"[red]stopped by --strict at step {stop.step}: {stop.rule}[/red] {message}")
+        console.print(f"[red]stopped by --strict at step {stop.step}: {safe(stop.rule)}[/red] {safe(stop.message)}")
     if code == 0 and at_or_above(final.findings, fail_on.value):
         code = EXIT_FINDINGS
     raise typer.Exit(code)
@@ -404,6 +402,7 @@ def report_cmd(
       wanrun report run.json
       wanrun report run.json --html run.html       [dim]plots per step, opens offline[/dim]
     """
+    from wandoc.render.text import safe
     from wanrun.compare import ReportError, load_report
     from wanrun.report_view import render
 
@@ -421,7 +420,7 @@ def report_cmd(
     console = _out()
     render(loaded, console)
     if html is not None:
-        console.print(f"[dim]html: {escape(str(html))}[/dim]", soft_wrap=True)
+        console.print(f"[dim]html: {safe(html)}[/dim]", soft_wrap=True)
 
 
 @app.command("compare")
@@ -446,6 +445,7 @@ def compare_cmd(
       wanrun generate --preset small --offload --report branch.json
       wanrun compare main.json branch.json --html compare.html
     """
+    from wandoc.render.text import safe
     from wanrun.compare import ReportError, check_threshold, compare, load_report
     from wanrun.report_view import render_comparison
 
@@ -473,7 +473,7 @@ def compare_cmd(
     console = _out()
     render_comparison(result, console, a.name, b.name)
     if html is not None:
-        console.print(f"[dim]html: {escape(str(html))}[/dim]", soft_wrap=True)
+        console.print(f"[dim]html: {safe(html)}[/dim]", soft_wrap=True)
     raise typer.Exit(EXIT_FINDINGS if result.regressed else 0)
 
 

@@ -12,13 +12,11 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
 from rich.text import Text
 
 from wandoc.engine import Finding
 from wandoc.metrics import StepMetrics
-from wandoc.render.terminal_safe import printable
-from wandoc.render.text import MARKS
+from wandoc.render.text import MARKS, safe
 
 MB = 1e6
 
@@ -91,18 +89,16 @@ class LiveView:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def on_finding(self, finding: Finding) -> None:
-        # module paths and messages come from the user's code: escapes are shown, never sent
-        keys = ("title", "message", "fix", "module", "rule")
-        texts = {k: v for k in keys if isinstance(v := getattr(finding, k), str)}
-        finding = finding.model_copy(update={k: printable(v) for k, v in texts.items()})
         mark, style = MARKS.get(finding.severity, ("•", ""))
         where = []
         if finding.step is not None:
             where.append(f"step {finding.step}")
         if finding.module:
             where.append(finding.module)
-        at = f" [dim]({escape(', '.join(where))})[/dim]" if where else ""
-        self.console.print(f"[{style}]{mark} {escape(finding.title)}[/{style}] [dim]{finding.rule}[/dim]{at}")
-        self.console.print(Text("  " + finding.message))
+        at = f" [dim]({safe(', '.join(where))})[/dim]" if where else ""
+        self.console.print(
+            f"[{style}]{mark} {safe(finding.title)}[/{style}] [dim]{safe(finding.rule)}[/dim]{at}", highlight=False
+        )
+        self.console.print(Text("  " + safe(finding.message, markup=False)))
         if finding.fix:
-            self.console.print(Text("  fix: ", style="green").append(finding.fix))
+            self.console.print(Text("  fix: ", style="green").append(safe(finding.fix, markup=False)))

@@ -142,13 +142,10 @@ def _say(message: str) -> None:
 
 
 def _show_doctor(console: Console, findings: list[Finding], evaluated: int) -> None:
-    from rich.markup import escape
-
-    from wandoc.render.terminal_safe import printable
-    from wandoc.render.text import counts_line
+    from wandoc.render.text import counts_line, safe
 
     console.print(f"[bold]doctor[/bold] ({evaluated} rules): {counts_line(findings)}")
     marks = {"error": "[red]✗[/red]", "warning": "[yellow]![/yellow]", "info": "[blue]i[/blue]"}
     for f in findings:
-        console.print(f"  {marks.get(f.severity, '-')} {f.rule}: {escape(printable(f.message))}")
+        console.print(f"  {marks.get(f.severity, '-')} {safe(f.rule)}: {safe(f.message)}")
     console.print()

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import replace
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from wandoc.engine.expr import HELPERS
 from wandoc.metrics import Report, StepMetrics
-from wandoc.render.terminal_safe import printable, printable_data
-from wandoc.render.text import counts_line, print_findings
+from wandoc.render.text import counts_line, print_findings, safe
 from wanrun.compare import Comparison
 
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
@@ -82,7 +79,7 @@ def phases_table(report: Report) -> Table:
     table.add_column("share", justify="right")
     total = sum(report.summary.phases.values()) or 1.0
     for name, seconds in report.summary.phases.items():
-        table.add_row(name, f"{seconds:.2f}", f"{100 * seconds / total:.0f}%")
+        table.add_row(safe(name), f"{seconds:.2f}", f"{100 * seconds / total:.0f}%")
     return table
 
 
@@ -98,11 +95,9 @@ def headline(report: Report) -> str:
 
 
 def render(report: Report, console: Console) -> None:
-    """The summary of one run report. Every text in it came from the run (module names, paths, a script's
-    exception): escape sequences are shown, never sent to the terminal."""
-    report = Report.model_validate(printable_data(report.model_dump(by_alias=True)))
+    """The summary of one run report."""
     s = report.summary
-    console.print(f"[bold]{escape(headline(report))}[/bold]")
+    console.print(f"[bold]{safe(headline(report))}[/bold]", highlight=False)
     if s.phases:
         console.print(phases_table(report))
     if report.steps:
@@ -116,30 +111,28 @@ def render(report: Report, console: Console) -> None:
     if s.deep_steps:
         console.print(f"[dim]inspected steps: {', '.join(str(i) for i in s.deep_steps)}[/dim]")
     if s.checked:
-        console.print(f"[dim]checked: {escape('; '.join(s.checked))}[/dim]")
+        console.print(f"[dim]checked: {safe('; '.join(s.checked))}[/dim]", highlight=False)
     if s.not_checked:
-        console.print(f"[dim]not checked: {escape('; '.join(s.not_checked))}[/dim]")
+        console.print(f"[dim]not checked: {safe('; '.join(s.not_checked))}[/dim]", highlight=False)
     if s.output:
-        console.print(f"output: {escape(s.output)} ({_b(s.output_bytes)})")
+        console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})", highlight=False)
     if s.partial:
+        how = safe(s.ended_by) if s.ended_by else "the process was killed, or is still running"
         console.print(
-            "[yellow]partial report: saved while the run went on and never finished "
-            f"({escape(s.ended_by) if s.ended_by else 'the process was killed, or is still running'}); it covers "
-            "the steps judged until then[/yellow]"
+            f"[yellow]partial report: saved while the run went on and never finished ({how}); it covers the steps "
+            "judged until then[/yellow]"
         )
     elif s.interrupted:
-        how = f" ({escape(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
+        how = f" ({safe(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
         console.print(f"[yellow]stopped early{how}: the report covers the steps that ran[/yellow]")
     if s.error:
-        console.print(f"[red]the generation failed: {escape(s.error)}[/red]")
+        console.print(f"[red]the generation failed: {safe(s.error)}[/red]", highlight=False)
 
 
 def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
     """Per-step medians of two runs side by side, the worse ones marked, and the findings that came or went."""
-    a, b = printable(a), printable(b)
-    cmp = replace(cmp, new_findings=[printable(x) for x in cmp.new_findings],
-                  gone_findings=[printable(x) for x in cmp.gone_findings])  # fmt: skip
-    table = Table(title=f"{a} → {b} (median per step)", title_justify="left", show_edge=False, pad_edge=False)
+    title = f"{safe(a)} → {safe(b)} (median per step)"
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for col, justify in (("measure", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
 
@@ -151,12 +144,12 @@ def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None
     for row in cmp.rows:
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
         mark = "[red]worse[/red]" if row.worse else ""
-        table.add_row(row.metric, cell(row.a, row.unit), cell(row.b, row.unit), ratio, mark)
+        table.add_row(safe(row.metric), cell(row.a, row.unit), cell(row.b, row.unit), ratio, mark)
     console.print(table)
     for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
         if items:
-            console.print(f"[{style}]{label}:[/{style}] {escape(', '.join(items))}")
+            console.print(f"[{style}]{label}:[/{style}] {safe(', '.join(items))}", highlight=False)
     for note in cmp.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.print(f"[yellow]note:[/yellow] {safe(note)}")
     verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
     console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")

@@ -7,7 +7,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from wandoc.engine.expr import ExprError, compile_expr, render
+from wandoc.engine.expr import (
+    ENTRY_UNITS,
+    FINDING_UNITS,
+    MAX_WORK,
+    Budget,
+    BudgetExceeded,
+    ExprError,
+    compile_expr,
+    render,
+    show,
+)
 from wandoc.engine.rules import SEVERITY_RANK, Rule, Severity
 
 
@@ -29,58 +39,89 @@ class Finding(BaseModel):
         return SEVERITY_RANK.get(self.severity, 0)
 
 
-def _fix(rule: Rule, scope: dict[str, Any], shell: str) -> tuple[str, str | None]:
-    text = render(rule.fix.text, scope) if rule.fix.text else ""
+MAX_TITLE, MAX_TEXT = 1_000, 10_000  # characters of a finding's title, and of its message and fix
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fix(rule: Rule, scope: dict[str, Any], shell: str, budget: Budget) -> tuple[str, str | None]:
+    text = render(rule.fix.text, scope, budget) if rule.fix.text else ""
     template = rule.fix.command_for(shell)
-    command = render(template, scope) if template else None
-    return (f"{text} {command}".strip() if command else text), command
+    command = _clip(render(template, scope, budget), MAX_TEXT) if template else None
+    return _clip(f"{text} {command}".strip() if command else text, MAX_TEXT), command
 
 
-def evaluate_rule(rule: Rule, scope: dict[str, Any], shell: str = "bash") -> list[Finding]:
-    """The findings of one rule over one scope; an expression that fails at run time is a finding of its own
-    (severity info) rather than an exception, so one bad rule never hides the others."""
+def judge(rule: Rule, scope: dict[str, Any], shell: str = "bash", budget: Budget | None = None) -> list[Finding]:
+    """The findings of one rule over one scope, raising ExprError (BudgetExceeded when it runs out of ``budget``):
+    ``evaluate_rule`` is what commands call."""
+    budget = budget or Budget()
     when, each = rule.compiled()
-    try:
-        items: list[dict[str, Any]]
+    items: list[Any] = [None]
+    if each is not None:
+        seq = each.evaluate(scope, budget)
+        if isinstance(seq, dict):
+            budget.charge(len(seq) * ENTRY_UNITS)
+            seq = [{"key": k, "value": v} for k, v in seq.items()]
+        items = seq if isinstance(seq, list) else []
+    out: list[Finding] = []
+    for item in items:
         if each is None:
-            items = [scope]
+            s = scope
         else:
-            seq = each.evaluate(scope)
-            if isinstance(seq, dict):
-                seq = [{"key": k, "value": v} for k, v in seq.items()]
-            items = [{**scope, rule.as_: item} for item in seq] if isinstance(seq, list) else []
-        out: list[Finding] = []
-        for s in items:
-            if not when.truth(s):
-                continue
-            message, (fix, command) = render(rule.message, s).strip(), _fix(rule, s, shell)
-            evidence = {label: compile_expr(src).evaluate(s) for label, src in rule.evidence.items()}
-            module = compile_expr(rule.module).evaluate(s) if rule.module else None
-            out.append(
-                Finding(
-                    rule=rule.id,
-                    severity=rule.severity,
-                    title=render(rule.title, s),
-                    message=message,
-                    fix=fix,
-                    fix_command=command,
-                    evidence=evidence,
-                    area=rule.area,
-                    module=str(module) if module is not None else None,
-                )
-            )
-        return out
-    except ExprError as exc:
-        return [
+            budget.charge(1 + len(scope) // 8)  # the item's own copy of the scope
+            s = {**scope, rule.as_: item}
+        if not when.truth(s, budget):
+            continue
+        budget.charge(FINDING_UNITS)
+        message, (fix, command) = _clip(render(rule.message, s, budget).strip(), MAX_TEXT), _fix(rule, s, shell, budget)
+        evidence = {}
+        for label, src in rule.evidence.items():
+            evidence[label] = value = compile_expr(src).evaluate(s, budget)
+            budget.charge_deep(value)  # it is stored, printed and written as JSON
+        module = compile_expr(rule.module).evaluate(s, budget) if rule.module else None
+        budget.charge_deep(module)
+        out.append(
             Finding(
                 rule=rule.id,
-                severity="info",
-                title=f"rule {rule.id} could not be evaluated",
-                message=str(exc),
+                severity=rule.severity,
+                title=_clip(render(rule.title, s, budget), MAX_TITLE),
+                message=message,
+                fix=fix,
+                fix_command=command,
+                evidence=evidence,
                 area=rule.area,
-                evidence={"source": rule.source},
+                module=show(module) if module is not None else None,
             )
-        ]
+        )
+    return out
+
+
+def evaluate_rule(rule: Rule, scope: dict[str, Any], shell: str = "bash", budget: int = MAX_WORK) -> list[Finding]:
+    """The findings of one rule over one scope, within one work budget for everything the rule does there (its
+    ``each`` items, condition, evidence and messages). A rule that fails at run time, or runs out of budget,
+    gives a finding of its own (severity info) naming it, rather than an exception: one bad rule never hides
+    the others nor ends a run."""
+    try:
+        return judge(rule, scope, shell, Budget(budget))
+    except BudgetExceeded as exc:
+        return [_not_evaluated(rule, f"rule {rule.id} {exc}; it was left out of this run", ": it ran out of budget")]
+    except ExprError as exc:
+        return [_not_evaluated(rule, str(exc))]
+    except Exception as exc:  # the engine's own bug: still never the end of a run
+        return [_not_evaluated(rule, f"rule {rule.id} failed: {type(exc).__name__}: {show(str(exc))[:200]}")]
+
+
+def _not_evaluated(rule: Rule, why: str, title: str = "") -> Finding:
+    return Finding(
+        rule=rule.id,
+        severity="info",
+        title=f"rule {rule.id} could not be evaluated{title}",
+        message=why,
+        area=rule.area,
+        evidence={"source": rule.source},
+    )
 
 
 def evaluate(

@@ -6,6 +6,12 @@ evaluates it. Attribute access is a key lookup on JSON data (``gpu.name`` reads 
 Python object internals are reachable. Missing data reads as ``None``; ordering comparisons with ``None`` are
 false, arithmetic with ``None`` gives ``None``, so a rule over facts that a probe could not read stays quiet
 instead of crashing.
+
+Every evaluation spends from a ``Budget`` of work, shared by everything one rule does over one scope (its
+``each`` items, condition, evidence and messages): a node evaluated, an item visited or built, a helper's walk
+over a list or a string all cost units, charged before the work where its size is known. A rule that runs out
+raises ``BudgetExceeded``, so no rule, however written, takes more than about a second or builds more than
+some tens of megabytes. Integers are kept under ``MAX_INT_BITS``.
 """
 
 from __future__ import annotations
@@ -21,15 +27,76 @@ from typing import Any
 
 MAX_SOURCE = 4000
 MAX_NODES = 600
-MAX_ITEMS = 100_000  # elements one comprehension may visit
-MAX_STR = 100_000  # longest string concatenation allowed
+MAX_WORK = 1_000_000  # units one rule may spend judging one scope: about a second on a slow CPU
+MAX_INT_BITS = 256  # bytes, counts and their products fit many times over; 2**256 squared does not get built
+MAX_DEPTH = 64  # nesting of a value that a rule shows, compares or walks
+MAX_PATTERN = 256  # longest like() pattern: compiled patterns are cached
+CHARS_PER_UNIT = 32  # text is read and built at C speed: one unit per 32 characters
+ENTRY_UNITS = 8  # a {key, value} entry is a new dict: a few hundred bytes
+FINDING_UNITS = 1_000  # a finding is a model, a message, evidence, lines on a screen: at most 1,000 per rule
 
 
 class ExprError(ValueError):
     """An expression that cannot be parsed, is not allowed, or failed while evaluating."""
 
 
+class BudgetExceeded(ExprError):
+    """A rule that spent its work budget (see ``Budget``)."""
+
+
+class Budget:
+    """The work one rule may do judging one scope, in units of roughly a microsecond or a few dozen bytes: one
+    node evaluated, one item visited, built or compared, 32 characters read or written. Charged before the work
+    wherever the size is known, so running out stops a rule before it builds what it asked for."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int = MAX_WORK) -> None:
+        self.left = self.limit = limit
+
+    def charge(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            self.exceeded()
+
+    def exceeded(self) -> None:
+        self.left = -1
+        raise BudgetExceeded(f"exceeded its work budget of {self.limit:,} steps")
+
+    def charge_deep(self, value: Any) -> None:
+        """What showing, comparing or walking a value costs: every item at every level, and its text. Shared
+        items count each time they are reached, as the walk that follows reaches them."""
+        units, stack = 1, [(value, 0)]
+        while stack:
+            v, depth = stack.pop()
+            if isinstance(v, str):
+                units += 1 + len(v) // CHARS_PER_UNIT
+            elif isinstance(v, list | dict):
+                if depth >= MAX_DEPTH:
+                    raise ExprError(f"a value nested more than {MAX_DEPTH} levels")
+                units += len(v) * (2 if isinstance(v, dict) else 1)
+                if units > self.left:
+                    break
+                stack.extend((x, depth + 1) for x in v)
+                if isinstance(v, dict):
+                    stack.extend((x, depth + 1) for x in v.values())
+            elif isinstance(v, int):
+                units += 1 + (v.bit_length() // 256) ** 2 // 4  # int to text is quadratic: 0.4 ms at 4,300 digits
+            else:
+                units += 1
+            if units > self.left:
+                break
+        self.charge(units)
+
+
+def _small_int(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise ExprError(f"an integer larger than {MAX_INT_BITS} bits")
+    return value
+
+
 _Missing = None
+CONSTANT_NAMES = {"true": True, "True": True, "false": False, "False": False, "none": None, "None": None, "null": None}
 
 
 def _num(x: Any) -> bool:
@@ -115,6 +182,16 @@ def _to_num(x: Any) -> float | int | None:
     return None
 
 
+def _like(s: Any, p: Any) -> bool:
+    """fnmatch's shell-style match, compiled through ``re`` (whose cache is bounded; fnmatch keeps 32,768
+    patterns) and for patterns of at most MAX_PATTERN characters."""
+    if not (isinstance(s, str) and isinstance(p, str)):
+        return False
+    if len(p) > MAX_PATTERN:
+        raise ExprError(f"like(): a pattern of more than {MAX_PATTERN} characters")
+    return re.match(fnmatch.translate(p), s) is not None
+
+
 def _round(x: Any, nd: Any = 0) -> Any:
     if not _num(x) or not isinstance(nd, int) or not -10 <= nd <= 10:
         return None
@@ -140,7 +217,7 @@ HELPERS: dict[str, Callable[..., Any]] = {
     "startswith": lambda s, p: isinstance(s, str) and isinstance(p, str) and s.startswith(p),
     "endswith": lambda s, p: isinstance(s, str) and isinstance(p, str) and s.endswith(p),
     "contains": _contains,
-    "like": lambda s, p: isinstance(s, str) and isinstance(p, str) and fnmatch.fnmatchcase(s, p),
+    "like": _like,
     "split": lambda s, sep=",": [p for p in s.split(sep)] if isinstance(s, str) and sep else None,
     "keys": lambda d: list(d.keys()) if isinstance(d, dict) else [],
     "values": lambda d: list(d.values()) if isinstance(d, dict) else [],
@@ -162,6 +239,38 @@ HELPERS: dict[str, Callable[..., Any]] = {
     "version_ge": lambda a, b: (_version_cmp(a, b) or 0) >= 0 if _version_cmp(a, b) is not None else False,
     "pct": lambda a, b: 100.0 * a / b if _num(a) and _num(b) and b else None,
 }
+
+# What a helper's call costs beyond its nodes (see Budget): constant, a walk over its arguments, or one over
+# everything inside them; helpers that build a list or a string also pay for what they return.
+_CONSTANT_COST = frozenset(
+    {"len", "first", "last", "get", "defined", "empty", "abs", "round", "gib", "mib", "in_gib", "bytes", "pct"}
+)
+_DEEP_COST = frozenset({"str", "join", "contains", "min", "max", "unique", "version_lt", "version_ge"})
+_BUILDS = frozenset({"str", "join", "split", "keys", "values", "unique", "lower", "upper", "strip"})
+
+
+def _size(x: Any) -> int:
+    """Units to walk a value once, one level deep."""
+    if isinstance(x, str):
+        return 1 + len(x) // CHARS_PER_UNIT
+    return 1 + len(x) if isinstance(x, list | dict) else 1
+
+
+def _charge_call(budget: Budget, name: str, args: list[Any]) -> None:
+    if name in _CONSTANT_COST:
+        budget.charge(1)
+    elif name in _DEEP_COST:
+        for a in args:
+            budget.charge_deep(a)
+    elif name == "like" and len(args) == 2 and isinstance(args[1], str):
+        budget.charge(len(args[1]) + _size(args[0]) * (1 + args[1].count("*")))
+    elif name == "median" and args and isinstance(args[0], list):
+        budget.charge(_size(args[0]) * max(1, len(args[0]).bit_length()))
+    elif name == "entries" and args and isinstance(args[0], dict):
+        budget.charge(len(args[0]) * ENTRY_UNITS)
+    else:
+        budget.charge(sum(_size(a) for a in args))
+
 
 _CMP: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.Eq: lambda a, b: a == b,
@@ -202,17 +311,37 @@ def _nodes(tree: ast.AST) -> list[ast.AST]:
     return nodes
 
 
-def _show(value: Any) -> str:
-    """How a value reads inside a message."""
+def _show_one(value: Any) -> str:
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    if isinstance(value, list):
-        return ", ".join(_show(v) for v in value)
-    return str(value)
+    if isinstance(value, float):  # exact digits of 1e308 take 100 times longer than its 3 figures
+        return f"{value:,.0f}" if 1000 <= abs(value) < 1e15 else f"{value:.3g}"
+    if isinstance(value, int) and value.bit_length() > 1024:  # str() is quadratic, and refuses 4,300 digits
+        return f"{'-' if value < 0 else ''}<a {value.bit_length():,}-bit integer>"
+    try:
+        return str(value)
+    except (RecursionError, ValueError):  # a dict nested past the interpreter's limit, or holding a huge int
+        return "<a value too large to show>"
+
+
+def _show(value: Any) -> str:
+    """How a value reads inside a message: lists flattened into a comma-separated line. Never raises, whatever
+    the value (a report must not be lost to a number it cannot print)."""
+    if not isinstance(value, list):
+        return _show_one(value)
+    parts: list[str] = []
+    stack = [iter(value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            parts.append(_show_one(item))
+        else:
+            stack.pop()
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -222,33 +351,17 @@ class Expr:
     source: str
     tree: ast.Expression
 
-    def evaluate(self, scope: dict[str, Any]) -> Any:
+    def evaluate(self, scope: dict[str, Any], budget: Budget | None = None) -> Any:
+        """The value over ``scope``, spending from ``budget`` (a fresh one when none is given)."""
         try:
-            return _Eval(scope).visit(self.tree.body)
+            return _Eval(scope, budget or Budget()).visit(self.tree.body)
         except ExprError:
             raise
         except (RecursionError, MemoryError, OverflowError, TypeError, ValueError, LookupError) as exc:
             raise ExprError(f"{self.source!r}: {type(exc).__name__}") from None
 
-    def truth(self, scope: dict[str, Any]) -> bool:
-        return bool(self.evaluate(scope))
-
-    def paths(self) -> list[tuple[str, ...]]:
-        """Dotted data paths the expression reads from its scope (``nvml.gpus``), for schema checks."""
-        out: list[tuple[str, ...]] = []
-        bound = {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.Attribute | ast.Name) and isinstance(node.ctx, ast.Load):
-                chain: list[str] = []
-                cur: ast.AST = node
-                while isinstance(cur, ast.Attribute):
-                    chain.append(cur.attr)
-                    cur = cur.value
-                if isinstance(cur, ast.Name) and cur.id not in bound and cur.id not in HELPERS:
-                    out.append((cur.id, *reversed(chain)))
-        # keep only the longest chains: "a.b.c" implies "a.b"
-        longest = [p for p in out if not any(len(q) > len(p) and q[: len(p)] == p for q in out)]
-        return sorted(set(longest))
+    def truth(self, scope: dict[str, Any], budget: Budget | None = None) -> bool:
+        return bool(self.evaluate(scope, budget))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -297,6 +410,7 @@ def _check_call(node: ast.Call, source: str) -> None:
 def _check_constant(node: ast.Constant, source: str) -> None:
     if not isinstance(node.value, str | int | float | bool | type(None)):
         raise ExprError(f"constant {node.value!r} is not allowed")
+    _small_int(node.value)
 
 
 def _check_comprehension(node: ast.comprehension, source: str) -> None:
@@ -328,15 +442,16 @@ _NODE_CHECKS: dict[type[ast.AST], Callable[[Any, str], None]] = {
 
 
 class _Eval:
-    def __init__(self, scope: dict[str, Any]) -> None:
+    def __init__(self, scope: dict[str, Any], budget: Budget) -> None:
         self.scopes: list[dict[str, Any]] = [scope]
-        self.visited = 0
+        self.budget = budget
 
     def visit(self, node: ast.AST) -> Any:
-        method = getattr(self, "v_" + type(node).__name__, None)
-        if method is None:  # pragma: no cover - compile_expr rejects these first
-            raise ExprError(f"{type(node).__name__} is not allowed")
-        return method(node)
+        budget = self.budget
+        budget.left -= 1
+        if budget.left < 0:
+            budget.exceeded()
+        return _VISIT[type(node)](self, node)
 
     def lookup(self, name: str) -> Any:
         for scope in reversed(self.scopes):
@@ -348,12 +463,8 @@ class _Eval:
         return node.value
 
     def v_Name(self, node: ast.Name) -> Any:
-        if node.id in ("true", "True"):
-            return True
-        if node.id in ("false", "False"):
-            return False
-        if node.id in ("none", "None", "null"):
-            return None
+        if node.id in CONSTANT_NAMES:
+            return CONSTANT_NAMES[node.id]
         return self.lookup(node.id)
 
     def v_Attribute(self, node: ast.Attribute) -> Any:
@@ -400,12 +511,10 @@ class _Eval:
     def v_BinOp(self, node: ast.BinOp) -> Any:
         a, b = self.visit(node.left), self.visit(node.right)
         if isinstance(node.op, ast.Add) and isinstance(a, str) and isinstance(b, str):
-            if len(a) + len(b) > MAX_STR:
-                raise ExprError("string too long")
+            self.budget.charge(1 + (len(a) + len(b)) // CHARS_PER_UNIT)
             return a + b
         if isinstance(node.op, ast.Add) and isinstance(a, list) and isinstance(b, list):
-            if len(a) + len(b) > MAX_ITEMS:
-                raise ExprError("list too long")
+            self.budget.charge(len(a) + len(b))
             return a + b
         if not (_num(a) and _num(b)):
             return _Missing
@@ -426,12 +535,15 @@ class _Eval:
             return _Missing
         if isinstance(r, float) and not math.isfinite(r):
             return _Missing
-        return r
+        return _small_int(r)
 
     def v_Compare(self, node: ast.Compare) -> Any:
         left = self.visit(node.left)
         for op, comp in zip(node.ops, node.comparators, strict=True):
             right = self.visit(comp)
+            for side in (left, right):
+                if isinstance(side, str | list | dict):  # equality and containment walk them
+                    self.budget.charge_deep(side)
             if isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE):
                 ok = (_num(left) or isinstance(left, bool)) and (_num(right) or isinstance(right, bool))
                 ok = ok or (isinstance(left, str) and isinstance(right, str))
@@ -447,14 +559,18 @@ class _Eval:
 
     def v_Call(self, node: ast.Call) -> Any:
         assert isinstance(node.func, ast.Name)
-        fn = HELPERS[node.func.id]
+        name = node.func.id
         args = [self.visit(a) for a in node.args]
+        _charge_call(self.budget, name, args)
         try:
-            return fn(*args)
+            result = HELPERS[name](*args)
         except TypeError:
-            raise ExprError(f"{node.func.id}() got {len(args)} argument(s)") from None
+            raise ExprError(f"{name}() got {len(args)} argument(s)") from None
         except (ValueError, AttributeError, IndexError, KeyError):
             return _Missing
+        if name in _BUILDS:
+            self.budget.charge(_size(result))
+        return _small_int(result)
 
     def _bind(self, target: ast.AST, value: Any) -> dict[str, Any]:
         if isinstance(target, ast.Name):
@@ -474,14 +590,14 @@ class _Eval:
         gen = node.generators[0]
         source = self.visit(gen.iter)
         if isinstance(source, dict):
+            self.budget.charge(len(source) * ENTRY_UNITS)
             source = [{"key": k, "value": v} for k, v in source.items()]
         if not isinstance(source, list):
             return []
         out = []
+        budget = self.budget
         for item in source:
-            self.visited += 1
-            if self.visited > MAX_ITEMS:
-                raise ExprError(f"comprehension visited more than {MAX_ITEMS} items")
+            budget.charge(1 + len(gen.target.elts) if isinstance(gen.target, ast.Tuple) else 1)
             self.scopes.append(self._bind(gen.target, item))
             try:
                 if all(self.visit(cond) for cond in gen.ifs):
@@ -494,6 +610,9 @@ class _Eval:
     v_ListComp = _comprehend
 
 
+_VISIT = {getattr(ast, name[2:]): fn for name, fn in vars(_Eval).items() if name.startswith("v_")}
+
+
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]+)\}")
 
 
@@ -502,8 +621,10 @@ def template_exprs(template: str) -> list[Expr]:
     return [compile_expr(m.group(1)) for m in _PLACEHOLDER.finditer(template) if m.group(1)]
 
 
-def render(template: str, scope: dict[str, Any]) -> str:
-    """Fill ``{expression}`` placeholders; ``{{`` and ``}}`` are literal braces."""
+def render(template: str, scope: dict[str, Any], budget: Budget | None = None) -> str:
+    """Fill ``{expression}`` placeholders; ``{{`` and ``}}`` are literal braces. A placeholder that fails reads
+    as ``<why>`` in the text; one that runs out of budget stops the whole rule."""
+    work = budget or Budget()
 
     def sub(m: re.Match[str]) -> str:
         if m.group(0) == "{{":
@@ -511,9 +632,13 @@ def render(template: str, scope: dict[str, Any]) -> str:
         if m.group(0) == "}}":
             return "}"
         try:
-            return _show(compile_expr(m.group(1)).evaluate(scope))
+            value = compile_expr(m.group(1)).evaluate(scope, work)
+            work.charge_deep(value)
+        except BudgetExceeded:
+            raise
         except ExprError as exc:
             return f"<{exc}>"
+        return _show(value)
 
     return _PLACEHOLDER.sub(sub, template)
 

@@ -8,20 +8,23 @@ file is refused at load time, never half-applied.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from wandoc.engine.cache import RuleCache
 from wandoc.engine.expr import Expr, ExprError, compile_expr, template_exprs
+from wandoc.engine.schema import Schema, rule_problems
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 SHELLS = ("bash", "cmd", "powershell")
 MAX_RULE_FILE = 256 * 1024
+MAX_NESTING = 32  # tables and arrays in a rule file: a rule's example facts need about ten
 TARGETS_FILE = "targets.toml"  # what runtime guards hook by name (wanrun.targets), not a rule
+DATA_FILES = frozenset({TARGETS_FILE, "entries.toml"})  # data beside the rules (entries: known fork entry scripts)
 
 
 class RuleFileError(ValueError):
@@ -115,44 +118,68 @@ class Rule(BaseModel):
         return compile_expr(self.when), compile_expr(self.each) if self.each else None
 
 
-def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line of the key a validation error points at."""
-    keys = [k for k in loc if isinstance(k, str) and k not in ("rule",)]
+def _names_key(line: str, key: str) -> bool:
+    """Whether a TOML line is the table header or the assignment of ``key`` (plain string work: a line of a
+    hostile file may be 256 KiB long)."""
+    stripped = line.lstrip()
+    if stripped.startswith("["):
+        names = stripped.lstrip("[").split("]", 1)[0]
+    elif "=" in stripped:
+        names = stripped.split("=", 1)[0]
+    else:
+        return False
+    return key in (part.strip().strip("\"'") for part in names.split("."))
+
+
+def _line_of(text: str, loc: tuple[Any, ...], table: int = 0) -> int | None:
+    """Best-effort line of the key an error points at, within the ``table``-th ``[[rule]]`` of the file."""
+    keys = [k for k in loc if isinstance(k, str) and k != "rule"]
     lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("[[rule]]")]
+    first = starts[table] if table < len(starts) else 0
     for key in reversed(keys):
-        pat = re.compile(rf"^\s*(\[+[^\]]*\b{re.escape(key)}\b[^\]]*\]+|{re.escape(key)}\s*=)")
-        for i, line in enumerate(lines, 1):
-            if pat.search(line):
-                return i
+        for i in range(first, len(lines)):
+            if _names_key(lines[i], key):
+                return i + 1
     return None
 
 
-def parse_rule_text(text: str, source: str, cache: RuleCache | None = None) -> list[Rule]:
-    """Rules from the text of one rule file; RuleFileError on anything wrong. With a cache, a text parsed
-    before skips the TOML parser, never the validation."""
-    if cache is None:
-        return _validated(_tables(text, source), text, source)
-    key = cache.key(text)
-    cached = cache.get(key)
-    if cached is not None:
-        try:
-            return _validated(cached, text, source)
-        except RuleFileError:
-            pass  # an entry that does not validate is damaged or forged: read the file itself
-    tables = _tables(text, source)
-    rules = _validated(tables, text, source)
-    cache.put(key, tables)
-    return rules
+Schemas = Callable[[str], Schema | None]  # a rule scope -> the schema its paths are checked against (None: not)
+
+
+def parse_rule_text(text: str, source: str, schemas: Schemas | None = None) -> list[Rule]:
+    """Rules from the text of one rule file; RuleFileError on anything wrong, including a path, loop variable
+    or enumeration value that the rule's scope does not have (when ``schemas`` is given)."""
+    return _validated(_tables(text, source), text, source, schemas)
+
+
+def _depth(value: Any) -> int:
+    """How deep tables and arrays nest (iteratively: dotted keys nest without limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return deepest
 
 
 def _tables(text: str, source: str) -> list[Any]:
     """The rule tables of one file: its top level, or its ``[[rule]]`` list."""
-    import tomllib  # here, not at the top: a run whose rule files are all cached never needs it
-
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)  # tomllib's own upstream, compiled: a third of tomllib's time for our ~80 files
+    except tomli.TOMLDecodeError as exc:
         raise RuleFileError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # arrays or inline tables nested hundreds deep
+        raise RuleFileError(f"{source}: nested more than {MAX_NESTING} levels; not a rule file") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise RuleFileError(f"{source}: not valid TOML: {exc}") from None
+    if _depth(data) > MAX_NESTING:
+        raise RuleFileError(f"{source}: nested more than {MAX_NESTING} levels; not a rule file")
     raw = data.pop("rule") if "rule" in data and isinstance(data["rule"], list) else None
     if raw is None:
         return [data]
@@ -161,7 +188,7 @@ def _tables(text: str, source: str) -> list[Any]:
     return raw
 
 
-def _validated(raw: list[Any], text: str, source: str) -> list[Rule]:
+def _validated(raw: list[Any], text: str, source: str, schemas: Schemas | None = None) -> list[Rule]:
     rules: list[Rule] = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -172,26 +199,33 @@ def _validated(raw: list[Any], text: str, source: str) -> list[Rule]:
             err = exc.errors()[0]
             loc = tuple(err.get("loc", ()))
             where = ".".join(str(p) for p in loc) or "rule"
-            line = _line_of(text, loc)
+            line = _line_of(text, loc, i)
             at = f"{source}:{line}" if line else source
             msg = err.get("msg", "invalid").removeprefix("Value error, ")
             if err.get("type") == "extra_forbidden":
                 msg = "unknown key"
             more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
             raise RuleFileError(f"{at}: {where}: {msg}{more}") from None
+        schema = schemas(rule.scope) if schemas is not None else None
+        problems = rule_problems(rule, schema) if schema is not None else []
+        if problems:
+            where, why = problems[0]
+            line = _line_of(text, tuple(where.split(".")), i)
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise RuleFileError(f"{f'{source}:{line}' if line else source}: {rule.id}: {where}: {why}{more}")
         rule.source = source
         rules.append(rule)
     return rules
 
 
-def load_rule_file(path: Path, cache: RuleCache | None = None) -> list[Rule]:
+def load_rule_file(path: Path, schemas: Schemas | None = None) -> list[Rule]:
     try:
         if path.stat().st_size > MAX_RULE_FILE:
             raise RuleFileError(f"{path}: larger than {MAX_RULE_FILE // 1024} KiB; not a rule file")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise RuleFileError(f"{path}: cannot read: {exc}") from None
-    return parse_rule_text(text, str(path), cache)
+    return parse_rule_text(text, str(path), schemas)
 
 
 def rule_files(dirs: Iterable[Path]) -> list[Path]:
@@ -200,20 +234,18 @@ def rule_files(dirs: Iterable[Path]) -> list[Path]:
         if d.is_file():
             files.append(d)
         elif d.is_dir():
-            files.extend(sorted(p for p in d.rglob("*.toml") if p.is_file() and p.name != TARGETS_FILE))
+            files.extend(sorted(p for p in d.rglob("*.toml") if p.is_file() and p.name not in DATA_FILES))
         else:
             raise RuleFileError(f"{d}: no such rule file or directory")
     return files
 
 
-def load_rules(dirs: Iterable[Path], disabled: Iterable[str] = (), cache: RuleCache | None = None) -> list[Rule]:
+def load_rules(dirs: Iterable[Path], disabled: Iterable[str] = (), schemas: Schemas | None = None) -> list[Rule]:
     """Every rule under the given files and directories; a later directory's rule replaces an earlier one
     with the same id (so a user can override a shipped rule), and disabled ids are dropped."""
     by_id: dict[str, Rule] = {}
     for f in rule_files(dirs):
-        for rule in load_rule_file(f, cache):
+        for rule in load_rule_file(f, schemas):
             by_id[rule.id] = rule
-    if cache is not None:
-        cache.save()
     off = set(disabled)
     return [r for r in by_id.values() if r.id not in off]

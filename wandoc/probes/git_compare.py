@@ -1,9 +1,8 @@
 """Branch differences that can explain a slowdown, and the ones that cannot.
 
-``--compare REF`` diffs the working tree against REF through the ``git`` CLI and splits the changed files into
-those on the run's import path (on either side) and those the run never imports. Each side's code facts (sites,
-argument defaults, env reads) come from the same code probe, fed by a reader: the working tree, or REF read with
-``git ls-tree`` / ``git cat-file``. The user's working tree is never touched: no checkout, no stash, no worktree.
+``--compare REF`` diffs the working tree against REF through the ``git`` CLI; this module is the git side (running
+git, reading REF with ``git ls-tree`` / ``git cat-file``), ``wandoc.code.compare`` the code side. The user's
+working tree is never touched: no checkout, no stash, no worktree.
 """
 
 from __future__ import annotations
@@ -13,9 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from wandoc import safegit
-from wandoc.facts import BranchSide, ChangedFile, GitFacts, RepoFacts
-from wandoc.probes.import_path import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir
-from wandoc.probes.repo_code import code_facts, find_checkout, scan_launchers
+from wandoc.code.checkout import find_checkout
+from wandoc.code.compare import compare
+from wandoc.code.launchers import scan_launchers
+from wandoc.code.probe import code_analysis, code_facts
+from wandoc.code.source import MAX_FILE_BYTES, MAX_PY_FILES, FsSource, decode_source, skip_dir, skipped_note
+from wandoc.facts import GitFacts, RepoFacts
 from wandoc.safegit import GitError
 
 GIT_TIMEOUT = 20.0
@@ -32,6 +34,7 @@ class GitSource:
     def __init__(self, top: Path, commit: str, prefix: str = "") -> None:
         self.top, self.commit, self.prefix = top, commit, prefix.strip("/")
         self.truncated = False
+        self.skipped: list[str] = []
         self._blobs: dict[str, tuple[str, int]] | None = None
         self._texts: dict[str, str] | None = None
 
@@ -68,6 +71,9 @@ class GitSource:
         self.list_py()
         assert self._blobs is not None
         wanted = [(rel, sha) for rel, (sha, size) in sorted(self._blobs.items()) if size <= MAX_FILE_BYTES]
+        self.skipped = [
+            skipped_note(rel, size) for rel, (_, size) in sorted(self._blobs.items()) if size > MAX_FILE_BYTES
+        ]
         if not wanted:
             return {}
         data = run_git(["cat-file", "--batch"], self.top, stdin="".join(f"{sha}\n" for _, sha in wanted).encode())
@@ -82,20 +88,13 @@ class GitSource:
                 pos = nl + 1
                 continue
             size = int(header[2])
-            texts[rel] = decode_source(data[nl + 1 : nl + 1 + size])
+            blob = data[nl + 1 : nl + 1 + size]
+            if b"\x00" in blob:
+                self.skipped.append(f"{rel}: holds NUL bytes, not Python source (not read)")
+            else:
+                texts[rel] = decode_source(blob)
             pos = nl + 1 + size + 1
         return texts
-
-
-def _side(facts: RepoFacts, ref: str, commit: str) -> BranchSide:
-    return BranchSide(
-        ref=ref,
-        commit=commit,
-        sites=[s for s in facts.sites if s.on_path],
-        effective=facts.effective,
-        arg_defaults={a.name: a.default for a in facts.args},
-        env_reads=facts.env_reads,
-    )
 
 
 def _name_status(raw: bytes) -> list[tuple[str, str, str | None]]:
@@ -183,34 +182,9 @@ def _probe_git(
         facts.compare_error = str(exc)
         return facts
     launchers = scan_launchers(root)
-    here = code_facts(FsSource(root), script, given_args, environ, launchers)
-    there = code_facts(there_source, script, given_args, environ, launchers)
-    if there.error:
-        facts.compare_error = f"{ref}: {there.error}"
-    facts.here = _side(here, facts.branch or "HEAD", facts.commit)
-    facts.there = _side(there, ref, there_commit)
-    on_here, on_there = set(here.import_path.modules), set(there.import_path.modules)
-    for status, new, old in changes:
-        facts.changed.append(
-            ChangedFile(
-                path=new,
-                status=status,
-                on_path_here=status != "D" and new in on_here,
-                on_path_there=status != "A" and (old or new) in on_there,
-            )
-        )
-    facts.changed_on_path = [c.path for c in facts.changed if c.on_path_here or c.on_path_there]
-    facts.changed_off_path = [c.path for c in facts.changed if not (c.on_path_here or c.on_path_there)]
-    kinds_here = {s.kind for s in facts.here.sites}
-    kinds_there = {s.kind for s in facts.there.sites}
-    facts.sites_added = sorted(kinds_here - kinds_there)
-    facts.sites_removed = sorted(kinds_there - kinds_here)
-    both = facts.here.arg_defaults.keys() & facts.there.arg_defaults.keys()
-    facts.defaults_changed = {
-        name: [facts.there.arg_defaults[name], facts.here.arg_defaults[name]]
-        for name in sorted(both)
-        if facts.there.arg_defaults[name] != facts.here.arg_defaults[name]
-    }
+    here = code_analysis(FsSource(root), script, given_args, environ, launchers)
+    there = code_analysis(there_source, script, given_args, environ, launchers)
+    compare(facts, here, there, changes, facts.commit, there_commit)
     return facts
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from wandoc.facts import NvmlFacts, ParallelFacts, RepoFacts
 
-# Attention heads of each task's DiT, from the official configs (``num_heads`` in wan/configs/*.py):
+# Attention heads of each task's DiT, for a checkout without wan/configs to read them from (the fallback), from
+# the official configs (``num_heads`` in wan/configs/*.py):
 # Wan2.2 from the wan22 2.2.11 package, Wan2.1 from Wan-Video/Wan2.1 (where t2i-14B and vace-14B reuse the
 # t2v-14B config, flf2v-14B the i2v-14B one, and vace-1.3B the t2v-1.3B one).
 TASK_HEADS: dict[str, int] = {
@@ -127,7 +128,11 @@ def _fill(facts: ParallelFacts, environ: Mapping[str, str], repo: RepoFacts, nvm
 
     task = effective.get("task")
     facts.task = task.strip() if isinstance(task, str) else ""
-    facts.heads, facts.heads_from = heads_for_task(task)
+    own = repo.model_configs.get(facts.task, {}).get("num_heads")
+    if isinstance(own, int) and not isinstance(own, bool) and own > 0:
+        facts.heads, facts.heads_from = own, f"the checkout's own config of {facts.task} (wan/configs)"
+    else:
+        facts.heads, facts.heads_from = heads_for_task(task)
     if facts.heads is not None:
         facts.ulysses_choices = divisors_up_to(facts.heads, facts.visible_gpus or None)
     facts.error = "; ".join(errors) or None

@@ -1,329 +1,24 @@
-"""The run's import path: which checkout files ``generate.py`` really imports, read statically with ``ast``.
+"""The run's import path: which checkout files the entry script really imports, followed statically.
 
-A setting, a branch difference or a slow attention only matters if the run imports the file that holds it, so
-this walk decides what the doctor may judge. The user's code is parsed, never imported or executed. Files come
-through a small ``Source`` reader (the working tree, or a git ref read with ``git show``), so the same walk serves
-both sides of a branch comparison. Parse results are cached by content hash: the two sides of a comparison share
-most files, and the repo and git probes run side by side on the same checkout.
+A setting, a branch difference or a slow attention only matters if the run imports the file that holds it. The
+walk resolves module names among the checkout's own files the way Python's path finder would (packages,
+namespace packages, relative imports, literal ``sys.path`` additions), without touching disk or importing.
 """
 
 from __future__ import annotations
 
 import ast
-import gc
-import hashlib
-import os
 import posixpath
 import sys
-import threading
-import tokenize
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
-from typing import Any, Protocol
 
+from wandoc.code.parse import ImportRef, ParsedFile, dotted, parse_text, quick_imports, str_const
+from wandoc.code.source import MAX_PY_FILES, FsSource, Source
 from wandoc.facts import ImportPath
 
-MAX_FILE_BYTES = 2_000_000  # larger .py files are generated data, not code worth walking
-MAX_PY_FILES = 5000
-_CACHE_SIZE = 4096
-
-# Folders that never hold the user's own code: environments, dependencies, caches, VCS data.
-SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "dist-packages", "venv", "env", "conda-meta"})
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__", "__main__"}
-# Substrings that make a file worth a full walk for dynamic imports and sys.path tricks.
-_DEEP_TRIGGERS = ("import_module", "__import__", "sys.path", "spec_from_file_location", "addsitedir", "run_path")
-
-
-class Source(Protocol):
-    """Read-only access to one side of a checkout; paths are posix, relative to the checkout root."""
-
-    def read(self, relpath: str) -> str | None: ...
-
-    def list_py(self) -> list[str]: ...
-
-
-def decode_source(data: bytes) -> str:
-    """Decode Python source as the interpreter would (PEP 263 cookie or BOM, else UTF-8), never failing."""
-    try:
-        encoding, _ = tokenize.detect_encoding(BytesIO(data).readline)
-    except (SyntaxError, LookupError):
-        encoding = "utf-8"
-    try:
-        return data.decode(encoding, errors="replace")
-    except LookupError:
-        return data.decode("utf-8", errors="replace")
-
-
-def skip_dir(name: str) -> bool:
-    return name.startswith(".") or name in SKIP_DIRS
-
-
-def _is_env_dir(entries: Iterable[os.DirEntry[str]]) -> bool:
-    """A virtualenv, a conda env or an embedded Python: thousands of files that are not the user's code."""
-    for e in entries:
-        n = e.name.lower()
-        if n in ("pyvenv.cfg", "conda-meta") or n.endswith("._pth") or n in ("python.exe", "pythonw.exe"):
-            return True
-    return False
-
-
-class FsSource:
-    """The working tree under ``root``, minus environments and caches."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.truncated = False
-        self._files: list[str] | None = None
-
-    def list_py(self) -> list[str]:
-        if self._files is None:
-            self._files = self._scan()
-        return self._files
-
-    def _scan(self) -> list[str]:
-        out: list[str] = []
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            try:
-                with os.scandir(self.root / rel if rel else self.root) as it:
-                    entries = list(it)
-            except OSError:
-                continue
-            if rel and _is_env_dir(entries):
-                continue
-            for e in sorted(entries, key=lambda e: e.name):
-                child = f"{rel}/{e.name}" if rel else e.name
-                try:
-                    if e.is_dir(follow_symlinks=False):
-                        if not skip_dir(e.name):
-                            stack.append(child)
-                    elif e.name.endswith(".py") and e.is_file():
-                        out.append(child)
-                except OSError:
-                    continue
-                if len(out) >= MAX_PY_FILES:
-                    self.truncated = True
-                    return sorted(out)
-        return sorted(out)
-
-    def read(self, relpath: str) -> str | None:
-        try:
-            p = self.root / relpath
-            if p.stat().st_size > MAX_FILE_BYTES:
-                return None
-            return decode_source(p.read_bytes())
-        except (OSError, ValueError):
-            return None
-
-
-# -- parsing, cached by content ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImportRef:
-    """One import statement or import-like call, as written (resolution needs the file's location)."""
-
-    line: int
-    kind: str  # "import", "from", "dynamic" (literal import_module/__import__), "file" (load by path)
-    module: str = ""  # dotted; "" for ``from . import x``
-    level: int = 0
-    names: tuple[tuple[str, str | None], ...] = ()  # (name, asname)
-    in_function: bool = False
-    main_only: bool = False  # under ``if __name__ == "__main__":`` (runs only when the file is the script)
-    expr: ast.expr | None = None  # for "file": the path expression
-
-
-@dataclass
-class ParsedFile:
-    """One file's syntax tree and the import facts of its content; ``memo`` holds other probes' per-content work."""
-
-    text: str
-    tree: ast.Module | None
-    error: tuple[int, str] | None  # (line, "SyntaxError: message")
-    imports: list[ImportRef] = field(default_factory=list)
-    dynamic_unresolved: list[tuple[int, str]] = field(default_factory=list)  # (line, "import_module(name)")
-    path_adds: list[ast.expr] = field(default_factory=list)  # sys.path.insert/append arguments
-    assigns: dict[str, ast.expr] = field(default_factory=dict)  # module-level NAME = expr, for path evaluation
-    memo: dict[str, Any] = field(default_factory=dict)
-    _lines: list[str] | None = None
-
-    @property
-    def lines(self) -> list[str]:
-        if self._lines is None:
-            self._lines = self.text.splitlines()
-        return self._lines
-
-
-_cache: OrderedDict[bytes, ParsedFile] = OrderedDict()
-_inflight: dict[bytes, threading.Event] = {}
-_cache_lock = threading.Lock()
-
-
-def parse_text(text: str) -> ParsedFile:
-    """Parse once per distinct content; both sides of a comparison and both probes (threads) share the result."""
-    key = hashlib.sha1(text.encode("utf-8", errors="surrogatepass")).digest()
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-        event = _inflight.get(key)
-        owner = event is None
-        if owner:
-            event = _inflight[key] = threading.Event()
-    assert event is not None
-    if not owner:
-        event.wait(30)
-        with _cache_lock:
-            hit = _cache.get(key)
-        if hit is not None:
-            return hit
-    try:
-        parsed = _parse(text)
-        with _cache_lock:
-            _cache[key] = parsed
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-        return parsed
-    finally:
-        if owner:
-            with _cache_lock:
-                _inflight.pop(key, None)
-            event.set()
-
-
-def _parse(text: str) -> ParsedFile:
-    paused = gc.isenabled()
-    gc.disable()  # building a large tree triggers the cycle collector again and again: ~15% of the parse time
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        return ParsedFile(text, None, (exc.lineno or 0, f"SyntaxError: {exc.msg}"))
-    except (ValueError, RecursionError, MemoryError) as exc:
-        return ParsedFile(text, None, (0, f"{type(exc).__name__}: {exc}"))
-    finally:
-        if paused:
-            gc.enable()
-    pf = ParsedFile(text, tree, None)
-    try:
-        _collect(pf, tree, deep=any(t in text for t in _DEEP_TRIGGERS))
-    except RecursionError:
-        pf.error = (0, "RecursionError: nesting too deep to analyse")
-    return pf
-
-
-def dotted(node: ast.AST) -> str:
-    """``a.b.c`` for a Name/Attribute chain, else ""."""
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ""
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    return dotted(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
-
-
-def _is_main_guard(test: ast.expr) -> bool:
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return False
-    sides = [test.left, test.comparators[0]]
-    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
-        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
-    )
-
-
-def _str_const(node: ast.AST | None) -> str | None:
-    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-
-
-def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
-    """Imports by statement (cheap: only statement lists are visited); with ``deep``, also import calls and
-    sys.path edits inside expressions (a full walk, done only for files whose text mentions them)."""
-    for stmt in tree.body:
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
-            pf.assigns[stmt.targets[0].id] = stmt.value
-
-    def stmts(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
-        for s in body:
-            if isinstance(s, ast.Import | ast.ImportFrom):
-                names = tuple((a.name, a.asname) for a in s.names)
-                if isinstance(s, ast.Import):
-                    pf.imports.append(
-                        ImportRef(s.lineno, "import", names=names, in_function=in_func, main_only=main_only)
-                    )
-                else:
-                    pf.imports.append(ImportRef(s.lineno, "from", s.module or "", s.level, names, in_func, main_only))
-            elif isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
-                stmts(s.body, True, main_only)
-            elif isinstance(s, ast.If) and _is_type_checking(s.test):
-                stmts(s.orelse, in_func, main_only)
-            elif isinstance(s, ast.If) and not in_func and _is_main_guard(s.test):
-                stmts(s.body, in_func, True)
-                stmts(s.orelse, in_func, main_only)
-            else:
-                for name in ("body", "orelse", "finalbody"):
-                    sub = getattr(s, name, None)
-                    if sub:
-                        stmts(sub, in_func, main_only)
-                for h in getattr(s, "handlers", ()):
-                    stmts(h.body, in_func, main_only)
-                for case in getattr(s, "cases", ()):
-                    stmts(case.body, in_func, main_only)
-
-    def exprs(node: ast.AST, in_func: bool, main_only: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-                exprs(child, True, main_only)
-            elif isinstance(child, ast.If) and not in_func and _is_main_guard(child.test):
-                exprs(child, in_func, True)
-            else:
-                if isinstance(child, ast.Call):
-                    _dynamic(pf, child, in_func, main_only)
-                exprs(child, in_func, main_only)
-
-    stmts(tree.body, False, False)
-    if deep:
-        exprs(tree, False, False)
-
-
-def _dynamic(pf: ParsedFile, call: ast.Call, in_func: bool, main_only: bool) -> None:
-    name = dotted(call.func)
-    last = name.rsplit(".", 1)[-1]
-    arg0 = call.args[0] if call.args else None
-    if last == "import_module" or name == "__import__":
-        literal = _str_const(arg0)
-        if literal is None:
-            shown = ast.unparse(arg0) if arg0 is not None else ""
-            pf.dynamic_unresolved.append((call.lineno, f"{last}({shown[:60]})"))
-            return
-        level = len(literal) - len(literal.lstrip("."))
-        name = literal.lstrip(".")
-        package = (
-            call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "package"), None)
-        )
-        if level and (anchor := _str_const(package)) is not None:  # import_module(".x", package="pkg")
-            parts = anchor.split(".")[: len(anchor.split(".")) - (level - 1)]
-            name, level = ".".join(p for p in [*parts, name] if p), 0
-        pf.imports.append(ImportRef(call.lineno, "dynamic", name, level, (), in_func, main_only))
-    elif name.startswith("sys.path.") and last in ("insert", "append") and call.args:
-        pf.path_adds.append(call.args[-1])
-    elif name.startswith("sys.path.") and last == "extend" and isinstance(arg0, ast.List | ast.Tuple):
-        pf.path_adds.extend(arg0.elts)
-    elif last == "addsitedir" and arg0 is not None:
-        pf.path_adds.append(arg0)
-    elif last == "spec_from_file_location" and len(call.args) >= 2:
-        pf.imports.append(ImportRef(call.lineno, "file", in_function=in_func, main_only=main_only, expr=call.args[1]))
-    elif last == "run_path" and arg0 is not None:
-        pf.imports.append(ImportRef(call.lineno, "file", in_function=in_func, main_only=main_only, expr=arg0))
 
 
 # -- literal path expressions (sys.path tricks) --------------------------------------------------------
@@ -366,7 +61,7 @@ def _eval_path(node: ast.AST, file_rel: str, names: dict[str, ast.expr], depth: 
             return None
         return posixpath.join(inner, *([".."] * (idx.value + 1)))
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-        left, right = rec(node.left), _str_const(node.right)
+        left, right = rec(node.left), str_const(node.right)
         return posixpath.join(left, right) if left is not None and right is not None else None
     if not isinstance(node, ast.Call):
         return None
@@ -383,10 +78,10 @@ def _eval_path(node: ast.AST, file_rel: str, names: dict[str, ast.expr], depth: 
     if last in ("resolve", "absolute") and isinstance(node.func, ast.Attribute) and not args:
         return rec(node.func.value)
     if last == "join" and args and fname.endswith("path.join"):
-        parts = [rec(args[0])] + [_str_const(a) for a in args[1:]]
+        parts = [rec(args[0])] + [str_const(a) for a in args[1:]]
         return posixpath.join(*parts) if all(p is not None for p in parts) else None  # type: ignore[arg-type]
     if last == "joinpath" and isinstance(node.func, ast.Attribute):
-        parts = [rec(node.func.value)] + [_str_const(a) for a in args]
+        parts = [rec(node.func.value)] + [str_const(a) for a in args]
         return posixpath.join(*parts) if all(p is not None for p in parts) else None  # type: ignore[arg-type]
     return None
 
@@ -494,12 +189,31 @@ class Walk:
     resolver: Resolver
     _parsed: dict[str, ParsedFile | None] = field(default_factory=dict)
     _bindings: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
+    _quick: dict[str, list[ImportRef] | None] = field(default_factory=dict)
+    unreadable: set[str] = field(default_factory=set)
 
     def parsed(self, rel: str) -> ParsedFile | None:
         if rel not in self._parsed:
             text = self.source.read(rel) if rel in self.resolver.files else None
             self._parsed[rel] = parse_text(text) if text is not None else None
         return self._parsed[rel]
+
+    def imports(self, rel: str) -> tuple[list[ImportRef], ParsedFile | None]:
+        """A file's imports, read without a full parse where that is safe (and the parse, when there was one)."""
+        pf = self._parsed.get(rel)
+        if pf is not None or rel == self.path.entry:
+            pf = self.parsed(rel)
+            return (pf.imports if pf else []), pf
+        if rel not in self._quick:
+            text = self.source.read(rel) if rel in self.resolver.files else None
+            if text is None:
+                self.unreadable.add(rel)
+            self._quick[rel] = quick_imports(text) if text is not None else []
+        refs = self._quick[rel]
+        if refs is None:
+            pf = self.parsed(rel)
+            return (pf.imports if pf else []), pf
+        return refs, None
 
     def cached(self, rel: str) -> ParsedFile | None:
         """The parse of ``rel`` if something already read it (no new read)."""
@@ -510,8 +224,8 @@ class Walk:
         if rel in self._bindings:
             return self._bindings[rel]
         out: dict[str, tuple[str, str | None]] = {}
-        pf = self.parsed(rel)
-        for ref in pf.imports if pf else []:
+        refs, _ = self.imports(rel)
+        for ref in refs:
             if ref.kind == "import":
                 for name, asname in ref.names:
                     res = self.resolver.absolute(name, self.roots)
@@ -593,22 +307,22 @@ def _explore(walk: Walk, entry: str) -> tuple[dict[str, list[tuple[str, bool]]],
     todo = [entry]
     while todo:
         rel = todo.pop(0)
-        pf = walk.parsed(rel)
+        refs, pf = walk.imports(rel)
         out: list[tuple[str, bool]] = []
         edges[rel] = out
-        if pf is None:
+        if (pf is None and rel not in walk.resolver.files) or rel in walk.unreadable:
             path.errors.append(f"{rel}:0 unreadable")
             continue
-        if pf.error:
+        if pf is not None and pf.error:
             path.errors.append(f"{rel}:{pf.error[0]} {pf.error[1]}")
             continue
-        for line, what in pf.dynamic_unresolved:
+        for line, what in pf.dynamic_unresolved if pf else []:
             unresolved.append(f"{rel}:{line} {what}")
-        for expr in pf.path_adds:
-            added = eval_path(expr, rel, pf.assigns)
+        for expr in pf.path_adds if pf else []:
+            added = eval_path(expr, rel, pf.assigns)  # type: ignore[union-attr]
             if added is not None and added not in extra_roots:
                 extra_roots.append(added)
-        for ref in pf.imports:
+        for ref in refs:
             if ref.main_only and rel != entry:
                 continue
             for target in _targets(walk, rel, ref, pf, third, unresolved):
@@ -621,7 +335,9 @@ def _explore(walk: Walk, entry: str) -> tuple[dict[str, list[tuple[str, bool]]],
     return edges, extra_roots
 
 
-def _targets(walk: Walk, rel: str, ref: ImportRef, pf: ParsedFile, third: set[str], unresolved: list[str]) -> list[str]:
+def _targets(
+    walk: Walk, rel: str, ref: ImportRef, pf: ParsedFile | None, third: set[str], unresolved: list[str]
+) -> list[str]:
     """Checkout files one import brings in; third-party and missing names are recorded on the way."""
     out: list[str] = []
 
@@ -629,7 +345,7 @@ def _targets(walk: Walk, rel: str, ref: ImportRef, pf: ParsedFile, third: set[st
         unresolved.append(f"{rel}:{ref.line} {what} (not found in the checkout)")
 
     if ref.kind == "file":
-        target = eval_path(ref.expr, rel, pf.assigns) if ref.expr is not None else None
+        target = eval_path(ref.expr, rel, pf.assigns) if ref.expr is not None and pf is not None else None
         if target is not None and target in walk.resolver.files:
             return [target]
         shown = ast.unparse(ref.expr)[:60] if ref.expr is not None else ""
