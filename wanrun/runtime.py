@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
+from wandoc import rulebook
 from wandoc.engine import Finding, Rule, evaluate_rule
 from wandoc.metrics import RunInfo, StepHistory, StepMetrics, Summary
 from wandoc.probes.platform import probe_platform
+from wanrun.targets import Targets, load_targets
 
 
 class RuntimeRules:
@@ -50,3 +53,42 @@ class RuntimeRules:
     def at_end(self, run: RunInfo, summary: Summary) -> list[Finding]:
         scope = {"run": run.model_dump(mode="json"), "summary": summary.model_dump(mode="json")}
         return self._judge(self.run_rules, scope, None)
+
+
+_RULES: dict[tuple[Path, ...], tuple[tuple[tuple[str, int, int], ...], list[Rule]]] = {}
+_TARGETS: dict[tuple[Path, ...], tuple[tuple[tuple[str, int, int], ...], Targets]] = {}
+
+
+def _signature(dirs: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What the rule files look like on disk (name, size, mtime): a file changed means parse again."""
+    out = []
+    for base in dirs:
+        paths = sorted(base.rglob("*.toml")) if base.is_dir() else [base]
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def cached_rules(extra: tuple[Path, ...]) -> list[Rule]:
+    """The shipped rules and ``extra`` rule files, parsed once per process (a second guard costs a stat of
+    each file, not a parse)."""
+    signature = _signature(rulebook.rule_dirs(extra))
+    hit = _RULES.get(extra)
+    if hit is None or hit[0] != signature:
+        hit = (signature, rulebook.load(extra))
+        _RULES[extra] = hit
+    return list(hit[1])
+
+
+def cached_targets(extra: tuple[Path, ...]) -> Targets:
+    """What to hook by name (``targets.toml``), read once per process like the rules."""
+    signature = _signature(rulebook.rule_dirs(extra))
+    hit = _TARGETS.get(extra)
+    if hit is None or hit[0] != signature:
+        hit = (signature, load_targets(extra))
+        _TARGETS[extra] = hit
+    return hit[1]
