@@ -81,7 +81,7 @@ def load_report(path: Path) -> Report:
         raise ReportError(f"{path}: not a JSON report: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") not in REPORT_SCHEMAS:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"{path}: schema {found!r}, expected {REPORT_SCHEMA!r} (a `wanrun generate --report` file)")
+        raise ReportError(f"{path}: schema {found!r}, expected one of {', '.join(REPORT_SCHEMAS)} (a `wanrun generate --report` file)")
     try:
         return Report.model_validate(data)
     except ValidationError as exc:

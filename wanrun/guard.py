@@ -54,6 +54,7 @@ import bisect
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections import deque
@@ -152,6 +153,7 @@ class _OpenStep:
     tentative: bool = False  # opened at the end of the step before: kept only if a denoiser forward comes
     was_full_done: bool = False
     sampled: bool = False
+    residency_read: bool = False
     resident: list[str] = field(default_factory=list)
     resident_bytes: int = 0
     weights_in: int = 0
@@ -264,6 +266,7 @@ class Guard:
         self._pending_model = model
         self._named: NamedHooks | None = None
         self._discovery: discovery.Discovery | None = None
+        self._late: dict[int, torch.utils.hooks.RemovableHandle] = {}
 
     @staticmethod
     def _rule_paths(rules: Sequence[Rule] | Sequence[str | Path] | None) -> list[Path]:
@@ -335,6 +338,9 @@ class Guard:
             for module, original in attached.wrapped:
                 module._compiled_call_impl = original
             attached.wrapped.clear()
+        for handle in self._late.values():
+            handle.remove()
+        self._late.clear()
         if self._sampler is not None:
             self._sampler.stop()
         if self._t_end is None:
@@ -573,7 +579,7 @@ class Guard:
         def sibling(m: nn.Module) -> bool:
             return type(discovery.inner(m)) is kind or bool(names & discovery.class_names(m))
 
-        owner_name, siblings = discovery.owner_of(module, sibling, skip=(Guard,))
+        owner_name, siblings = discovery.owner_of(module, sibling, skip=(Guard, discovery.Discovery))
         self._siblings_looked = True
         held = dict((id(m), n) for n, m in siblings)
         name = held.get(id(module)) or owner_name or "denoiser"
@@ -584,7 +590,7 @@ class Guard:
 
     def _adopt_on_stack(self) -> None:
         """The denoisers the loop's objects hold, by class (a model compiled in place runs no hook to be seen by)."""
-        found = discovery.denoisers_on_stack(cached_targets(tuple(self._rule_dirs)).denoisers, skip=(Guard,))
+        found = discovery.denoisers_on_stack(cached_targets(tuple(self._rule_dirs)).denoisers, skip=(Guard, discovery.Discovery))
         for name, module in found:
             self.attach_model(module, name, denoiser=True)
         if found:
@@ -620,7 +626,7 @@ class Guard:
         owner_name, siblings = discovery.owner_of(
             attached.model,
             lambda m: type(discovery.inner(m)) is kind or bool(names & discovery.class_names(m)),
-            skip=(Guard,),
+            skip=(Guard, discovery.Discovery),
         )
         others = [(n, m) for n, m in siblings if m is not attached.model]
         if not others:
@@ -727,7 +733,9 @@ class Guard:
             st.session.forward_ends()
         if st.implicit and (st.root is module or st.root is None):
             stop = self._end_step(evaluate=True)
-            if self._active and not self._explicit:
+            # the next step starts now (the loop code after this forward is its), unless the forward failed:
+            # torch runs this hook from its exception handler then, and nothing may be hooked in meanwhile
+            if self._active and not self._explicit and sys.exc_info()[0] is None:
                 self._begin_step(len(self.steps), implicit=not self._scheduled, root=None, tentative=True)
             if stop is not None:
                 raise GuardStop(stop)
@@ -786,18 +794,43 @@ class Guard:
             self._layerwise = self._residency.layerwise_casting()
         # module paths and weights read afresh: modules may have been replaced since (LoRA, a patched block)
         return DeepSession(
-            self._prefixed_models(), self._casts, self.run.expects_gpu, meta_run=self.device.type == "meta"
+            self._prefixed_models(),
+            self._casts,
+            self.run.expects_gpu,
+            meta_run=self.device.type == "meta",
+            late=self._late_pop_hook,
         )
 
+    def _late_pop_hook(self, module: nn.Module) -> bool:
+        """A forward hook after ``module``'s own, kept until the run ends, that pops it from the inspected step's
+        module stack: copies its hooks make are charged to it."""
+        if id(module) not in self._late:
+            self._late[id(module)] = module.register_forward_hook(self._late_pop, always_call=True)
+        return True
+
+    def _late_pop(self, module: nn.Module, args: Any, output: Any) -> None:
+        st = self._open
+        if st is not None and st.session is not None:
+            st.session.stack.pop(module, args, output)
+
     def _begin_step(self, index: int, implicit: bool, root: nn.Module | None, tentative: bool = False) -> None:
+        """Open a step. A step opened where it starts (a ``step()``, a forward) reads residency now; one opened
+        at the end of the step before (``tentative``) reads it at its first forward, where the weights are where
+        they will compute from (an expert switched in by the loop code before it is seen in this step)."""
         sampled_before = self._sampled
         deep = self._want_deep(index)
+        moved: tuple[list[str], int, int, int] = ([], 0, 0, 0)
+        if not tentative:
+            deep, *rest = self._check_residency(deep)
+            moved = (rest[0], rest[1], rest[2], rest[3])
         session, full, was_full_done = None, False, self._full_done
         if deep:
             full = not self._full_done or self.deep_forwards is None
             self._full_done = True
             session = self._new_session()
         self._open = st = _OpenStep(index, implicit, root, session, full, tentative, was_full_done)
+        st.resident, st.resident_bytes, st.weights_in, st.weights_out = moved
+        st.residency_read = not tentative
         st.sampled = self._sampled != sampled_before
         if self._discovery is not None:
             self._discovery.mark()
@@ -809,11 +842,12 @@ class Guard:
             self._steps_t0, self._denoise_at = time.perf_counter(), len(self.phases)
 
     def _first_forward(self, st: _OpenStep, module: nn.Module) -> None:
-        """The step's first denoiser forward: its weights are where they will compute from, so residency is read
-        here (an expert switched in by the loop code before it is seen in this step)."""
         st.tentative = False
         if st.root is None:
             st.root = module
+        if st.residency_read:
+            return
+        st.residency_read = True
         deep, st.resident, st.resident_bytes, st.weights_in, st.weights_out = self._check_residency(
             st.session is not None
         )

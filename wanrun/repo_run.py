@@ -138,6 +138,7 @@ class RepoRunner:
         strict stop are kept too. Must be called inside the guard's context."""
         saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
         saved_import = builtins.__import__
+        self.guard.leave_to_runner()  # the runner watches the checkout's names and finds its denoiser itself
         self._drop_repo_modules()
         self._seen_modules = set(sys.modules)
         self._modules_len = len(sys.modules)

@@ -74,7 +74,7 @@ def _measured(read: Read) -> Read:
 
 
 def _vram_total(report: Report) -> RefLine | None:
-    total = report.run.vram_total_bytes or max((s.vram_total_bytes for s in report.steps), default=0)
+    total = report.run.vram_total_bytes or max((s.vram_total_bytes or 0 for s in report.steps), default=0)
     return RefLine(float(total), f"dedicated total {_size(total)}") if total else None
 
 
@@ -303,7 +303,7 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
 
 def _cards(report: Report) -> str:
     s = report.summary
-    used = max((m.vram_used_bytes for m in report.steps), default=0)
+    used = max((m.vram_used_bytes or 0 for m in report.steps), default=0)
     items = [
         card(_seconds(s.median_step_seconds), "median per step"),
         card(_seconds(s.seconds_total), "in all"),

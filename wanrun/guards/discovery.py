@@ -26,8 +26,9 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 OWNER_FRAMES = 24  # how far up the stack to look for the object that holds a denoiser
+WRAPPED_SHARE = 0.9  # a wrapper's inner model holds nearly all of its parameters
 REPEATS = 3  # top-level calls that make a module "run repeatedly" when no step is known
-_CONTAINERS = (nn.ModuleList, nn.ModuleDict)
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential)  # parts of a model, not a model a wrapper holds
 
 
 def inner(module: nn.Module) -> nn.Module:
@@ -52,14 +53,15 @@ def compiled(model: nn.Module) -> bool:
 
 
 def hook_points(model: nn.Module) -> list[nn.Module]:
-    """``model`` and the descendants that hold most of its parameters and have a forward of their own: the inner
-    model of a wrapper whose ``apply_model`` calls it directly. The guard counts the outermost one that runs."""
+    """``model`` and the descendants that hold nearly all its parameters and have a forward of their own: the
+    inner model of a wrapper whose ``apply_model`` calls it directly. The guard counts the outermost one that
+    runs."""
     points, cur = [model], inner(model)
     total = parameter_count(cur)
     while total:
         children = [c for c in cur.children()]
         best = max(children, key=parameter_count, default=None)
-        if best is None or 2 * parameter_count(best) <= total:
+        if best is None or parameter_count(best) < WRAPPED_SHARE * total:
             break
         cur = best
         if not isinstance(cur, _CONTAINERS):
@@ -88,8 +90,9 @@ def owner_of(
 
 def _held(owner: Any) -> list[tuple[str, nn.Module]]:
     attrs = dict(getattr(owner, "__dict__", {}))
-    attrs.update(getattr(owner, "_modules", None) or {})
-    return [(n, v) for n, v in attrs.items() if isinstance(v, nn.Module)]
+    if isinstance(owner, nn.Module):
+        attrs.update(owner._modules)
+    return [(n, v) for n, v in attrs.items() if isinstance(n, str) and isinstance(v, nn.Module)]
 
 
 def denoisers_on_stack(names: Collection[str], skip: tuple[type, ...] = ()) -> list[tuple[str, nn.Module]]:
@@ -117,7 +120,7 @@ class Discovery:
         self._depth = 0
         self._calls: dict[int, int] = {}  # top-level calls per module, since the start
         self._window: dict[int, int] = {}  # top-level calls per module, since the last ``mark``
-        self._modules: dict[int, nn.Module] = {}
+        self._seen: dict[int, nn.Module] = {}
         self._sizes: dict[int, int] = {}
         self.repeats = REPEATS  # None: adopt by size only at ``largest_in_window`` (steps are known)
         self._handles: list[Any] = []
@@ -148,7 +151,7 @@ class Discovery:
     def largest_in_window(self) -> nn.Module | None:
         """The module with the most parameters among those run at the top level since ``mark``."""
         ids = [i for i in self._window if self._sizes.get(i, 0) > 0]
-        return self._modules[max(ids, key=lambda i: self._sizes[i])] if ids else None
+        return self._seen[max(ids, key=lambda i: self._sizes[i])] if ids else None
 
     def _size(self, module: nn.Module) -> int:
         key = id(module)
@@ -163,7 +166,7 @@ class Discovery:
         if self._depth > 1:
             return
         key = id(module)
-        self._modules[key] = module
+        self._seen[key] = module
         self._calls[key] = self._calls.get(key, 0) + 1
         self._window[key] = self._window.get(key, 0) + 1
         if self.names & class_names(module):

@@ -52,15 +52,15 @@ class ModuleStack:
 
     Global forward hooks run before a module's own forward hooks, so a module that has hooks of its own (an
     offload hook moving weights back, a user's hook copying an output) is popped by a hook of its own appended
-    after them: what its hooks do is charged to it, not to its parent.
+    after them (``late``, kept by the guard for the whole run, since torch iterates a module's hooks in place
+    when its forward fails): what its hooks do is charged to it, not to its parent.
     """
 
-    def __init__(self, names: dict[int, str], hooked: Sequence[nn.Module] = ()) -> None:
+    def __init__(self, names: dict[int, str], late: frozenset[int] = frozenset()) -> None:
         self._names = names
         self._stack: list[tuple[int, str]] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._hooked = list(hooked)  # modules with forward hooks of their own
-        self._late = {id(m) for m in self._hooked}
+        self._late = late  # ids of modules popped by their own late hook
 
     @property
     def current(self) -> str:
@@ -71,7 +71,6 @@ class ModuleStack:
             register_module_forward_pre_hook(self._push),
             register_module_forward_hook(self._pop_early, always_call=True),
         ]
-        self._handles += [m.register_forward_hook(self._pop, always_call=True) for m in self._hooked]
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -94,6 +93,10 @@ class ModuleStack:
         if name is None:  # not an attached module: ops inside it belong to the attached module around it
             name = stack[-1][1] if stack else LOOP
         stack.append((id(module), name))
+
+    def pop(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The late pop of a module with hooks of its own (see the class docstring)."""
+        self._pop(module, args, output)
 
     def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
         stack, key = self._stack, id(module)
@@ -314,10 +317,19 @@ class DeepSession:
     """
 
     def __init__(
-        self, models: Sequence[Model], casts: CastTracker, expects_accelerator: bool, *, meta_run: bool = False
+        self,
+        models: Sequence[Model],
+        casts: CastTracker,
+        expects_accelerator: bool,
+        *,
+        meta_run: bool = False,
+        late: Callable[[nn.Module], bool] | None = None,
     ) -> None:
+        """``late(module)``: give a module with forward hooks of its own a late pop hook; True when it has one."""
         paths = module_paths(models)
-        self.stack = ModuleStack({id(m): path for path, m in paths}, [m for _, m in paths if m._forward_hooks])
+        hooked = [m for _, m in paths if m._forward_hooks]
+        late_ids = frozenset(id(m) for m in hooked if late is not None and late(m))
+        self.stack = ModuleStack({id(m): path for path, m in paths}, late_ids)
         self.chosen_casts = frozenset(path for path, m in paths if layerwise_casting(m))
         self.collector = StepCollector(
             self.stack,
