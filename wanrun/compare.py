@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from wandoc.errors import first_error
-from wandoc.metrics import REPORT_SCHEMA, REPORT_SCHEMAS, Report, StepMetrics
+from wandoc.metrics import REPORT_SCHEMAS, Report, StepMetrics
 
 
 class ReportError(ValueError):
@@ -81,7 +81,8 @@ def load_report(path: Path) -> Report:
         raise ReportError(f"{path}: not a JSON report: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") not in REPORT_SCHEMAS:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"{path}: schema {found!r}, expected one of {', '.join(REPORT_SCHEMAS)} (a `wanrun generate --report` file)")
+        expected = ", ".join(REPORT_SCHEMAS)
+        raise ReportError(f"{path}: schema {found!r}, expected one of {expected} (a `wanrun generate --report` file)")
     try:
         return Report.model_validate(data)
     except ValidationError as exc:

@@ -590,7 +590,8 @@ class Guard:
 
     def _adopt_on_stack(self) -> None:
         """The denoisers the loop's objects hold, by class (a model compiled in place runs no hook to be seen by)."""
-        found = discovery.denoisers_on_stack(cached_targets(tuple(self._rule_dirs)).denoisers, skip=(Guard, discovery.Discovery))
+        names = cached_targets(tuple(self._rule_dirs)).denoisers
+        found = discovery.denoisers_on_stack(names, skip=(Guard, discovery.Discovery))
         for name, module in found:
             self.attach_model(module, name, denoiser=True)
         if found:
