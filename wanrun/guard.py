@@ -56,6 +56,7 @@ import platform
 import statistics
 import sys
 import time
+import types
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -242,6 +243,7 @@ class Guard:
         self._active = False  # inside the context
         self._depth = 0  # nesting of attached denoisers' forwards
         self._deep_next = False
+        self._deep_from = 0  # the first step that could be inspected (the denoiser known)
         self._full_done = False  # a step was inspected in full
         self._partial: dict[int, tuple[int, int]] = {}  # step -> (forwards inspected, forwards) when scaled
         self._sampled = 0  # deep steps taken as a sample (beyond the first ones and residency changes)
@@ -426,6 +428,8 @@ class Guard:
         """One scheduler step (every denoiser forward in it). Strict mode may stop the run as it closes, for a
         finding of this step (inspected steps) or of the step before (plain steps, judged once timed)."""
         self._explicit = True
+        if self._discovery is not None:
+            self._discovery.repeats = None  # steps are known: the denoiser is the largest module run in one
         if self._open is not None and self._open.tentative:
             self._drop_open()
         if self._open is not None:  # a step inside a step: the outer one measures both
@@ -742,7 +746,12 @@ class Guard:
                 raise GuardStop(stop)
 
     def _want_deep(self, index: int) -> bool:
-        if len(self.steps) < self.deep_steps:
+        if self._discovery is not None and self._discovery.active:
+            # no denoiser known yet: what it is (a compiled model, which a dispatch mode would keep from compiling)
+            # decides how to inspect it, so the first inspected steps are the first ones once it is known
+            self._deep_from = len(self.steps) + 1
+            return False
+        if len(self.steps) - self._deep_from < self.deep_steps:
             return True
         if not (self._deep_next or (self.deep_every > 0 and index % self.deep_every == 0)):
             return False
@@ -874,6 +883,8 @@ class Guard:
         st, self._open = self._open, None
         if st is None:
             return None
+        if st.forwards == 0:
+            self._adopt_from_window(st)  # no denoiser known: the largest module the step ran is
         timing = st.timing
         try:
             self._clock.stop(timing)
@@ -1176,3 +1187,14 @@ def guard(
         on_finding=on_finding,
         **kwargs,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``from wanrun import guard`` gives this module once anything imported ``wanrun.guard`` (Python binds a
+    submodule on its package): calling it is calling ``guard()``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Guard:
+        return guard(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

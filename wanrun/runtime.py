@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 from wandoc import rulebook
@@ -18,12 +19,18 @@ from wandoc.probes.platform import probe_platform
 from wanrun.targets import Targets, load_targets
 
 
+@cache
+def _shell() -> str:
+    """The user's shell, for the fixes' commands: walking the parent processes once per process is enough."""
+    return probe_platform(os.environ).shell
+
+
 class RuntimeRules:
     def __init__(self, rules: Iterable[Rule], shell: str | None = None) -> None:
         rules = list(rules)
         self.step_rules = sorted((r for r in rules if r.scope == "step"), key=lambda r: r.id)
         self.run_rules = sorted((r for r in rules if r.scope == "run"), key=lambda r: r.id)
-        self.shell = shell or probe_platform(os.environ).shell
+        self.shell = shell or _shell()
         self.fired: set[str] = set()
 
     def _judge(self, rules: list[Rule], scope: dict[str, object], step: int | None) -> list[Finding]:
@@ -60,7 +67,8 @@ _TARGETS: dict[tuple[Path, ...], tuple[tuple[tuple[str, int, int], ...], Targets
 
 
 def _signature(dirs: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
-    """What the rule files look like on disk (name, size, mtime): a file changed means parse again."""
+    """What the user's rule files look like on disk (name, size, mtime): a file changed means parse again. The
+    shipped rules are part of the installed package and are read once per process."""
     out = []
     for base in dirs:
         paths = sorted(base.rglob("*.toml")) if base.is_dir() else [base]
@@ -76,7 +84,7 @@ def _signature(dirs: Iterable[Path]) -> tuple[tuple[str, int, int], ...]:
 def cached_rules(extra: tuple[Path, ...]) -> list[Rule]:
     """The shipped rules and ``extra`` rule files, parsed once per process (a second guard costs a stat of
     each file, not a parse)."""
-    signature = _signature(rulebook.rule_dirs(extra))
+    signature = _signature(extra)
     hit = _RULES.get(extra)
     if hit is None or hit[0] != signature:
         hit = (signature, rulebook.load(extra))
@@ -86,7 +94,7 @@ def cached_rules(extra: tuple[Path, ...]) -> list[Rule]:
 
 def cached_targets(extra: tuple[Path, ...]) -> Targets:
     """What to hook by name (``targets.toml``), read once per process like the rules."""
-    signature = _signature(rulebook.rule_dirs(extra))
+    signature = _signature(extra)
     hit = _TARGETS.get(extra)
     if hit is None or hit[0] != signature:
         hit = (signature, load_targets(extra))

@@ -105,7 +105,7 @@ def denoisers_on_stack(names: Collection[str], skip: tuple[type, ...] = ()) -> l
         owner = frame.f_locals.get("self")
         if owner is not None and not isinstance(owner, skip):
             for n, v in _held(owner):
-                if names & class_names(v):
+                if class_names(v).intersection(names):
                     found.setdefault(id(v), (n, v))
         frame = frame.f_back
     return list(found.values())
@@ -150,7 +150,7 @@ class Discovery:
 
     def largest_in_window(self) -> nn.Module | None:
         """The module with the most parameters among those run at the top level since ``mark``."""
-        ids = [i for i in self._window if self._sizes.get(i, 0) > 0]
+        ids = [i for i in self._window if self._size(self._seen[i]) > 0]
         return self._seen[max(ids, key=lambda i: self._sizes[i])] if ids else None
 
     def _size(self, module: nn.Module) -> int:
@@ -171,6 +171,9 @@ class Discovery:
         self._window[key] = self._window.get(key, 0) + 1
         if self.names & class_names(module):
             self._adopt(module, f"class {type(inner(module)).__name__}")
+            return
+        if inner(module) is not module:  # a torch.compile wrapper run at the top level: the model it compiles
+            self._adopt(module, "compiled")  # (adopted before dynamo traces it with these hooks installed)
             return
         if self.repeats is None or self._calls[key] < self.repeats or not self._size(module):
             return

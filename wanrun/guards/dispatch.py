@@ -283,25 +283,29 @@ _OP_COST: list[float] = []
 def warm_up() -> float:
     """Pay the one-time cost of a first dispatch mode (torch imports its compiler stack lazily, about a second)
     before the run, so step 0 does not look like a cold start because of the guard. Returns what inspecting one
-    op costs the host, in seconds, measured once per process on small ops (the mode against no mode)."""
+    op costs the host, in seconds, measured once per process on a small model inspected as a step is, against the
+    same model uninspected (hooks, mode, registry and collector included)."""
     if _OP_COST:
         return _OP_COST[0]
     with InspectMode(lambda ev: None):
         torch.zeros(1).add_(1)
-    x, n = torch.zeros(16), 200
-    rounds = []
-    for _ in range(3):  # the middle of three: a context switch on a busy machine does not decide it
-        t0 = time.perf_counter()
-        for _ in range(n):
-            x.add_(1)
-        bare = time.perf_counter() - t0
-        with InspectMode(lambda ev: None):
+    # a small model inspected as a step is: module hooks, the mode, the registry and the collector
+    model = nn.Sequential(*(nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8)) for _ in range(8)))
+    x, bare, seen = torch.zeros(2, 8), [], []
+    with torch.no_grad():
+        for _ in range(6):  # the first of each pays one-time costs; the fastest of the rest is the cost itself
             t0 = time.perf_counter()
-            for _ in range(n):
-                x.add_(1)
-            seen = time.perf_counter() - t0
-        rounds.append(max(seen - bare, 0.0) / n)
-    _OP_COST.append(sorted(rounds)[1])
+            model(x)
+            bare.append(time.perf_counter() - t0)
+            session = DeepSession([("", "model", model)], CastTracker(), expects_accelerator=True)
+            session.start()
+            try:
+                t0 = time.perf_counter()
+                model(x)
+                seen.append((time.perf_counter() - t0) / max(session.mode.ops, 1))
+            finally:
+                session.stop()
+    _OP_COST.append(max(min(seen[1:]) - min(bare[1:]) / max(session.mode.ops, 1), 0.0))
     return _OP_COST[0]
 
 

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from wanrun.targets import Targets
 
+# target names -> (module name -> the target names it holds, module names looked at), kept for the process
+_FOUND: dict[tuple[str, ...], tuple[dict[str, list[str]], set[str]]] = {}
 MARK = "__wanrun_watch__"  # set on every wrapper: a function that has it is not wrapped again
 
 
@@ -48,29 +50,32 @@ class NamedHooks:
         self.targets = targets
         self.listener = listener
         self._patches: list[_Patch] = []
-        self._seen: set[str] = set()
         self.schedulers: list[str] = []  # scheduler classes patched, by name
 
     def install(self) -> None:
-        """Patch what the targets name in the modules imported so far (call again to look at newer ones)."""
-        names = self.targets.names()
+        """Patch what the targets name in the modules imported so far. Which modules hold a target is kept per
+        process: a notebook's second guard looks only at the modules imported since the first."""
+        names = sorted(self.targets.names())
+        found = _FOUND.setdefault(tuple(names), ({}, set()))
+        hits, scanned = found
         for name, mod in list(sys.modules.items()):
-            if name in self._seen:
-                continue
-            self._seen.add(name)
             namespace = mod.__dict__ if isinstance(mod, types.ModuleType) else None
             if not namespace:
                 continue
-            for target in names.intersection(namespace):
-                obj = namespace[target]
-                if getattr(obj, "__module__", None) == name:
+            if name not in scanned:
+                scanned.add(name)
+                held = [t for t in names if t in namespace]
+                if held:
+                    hits[name] = held
+            for target in hits.get(name, ()):
+                obj = namespace.get(target)
+                if obj is not None and getattr(obj, "__module__", None) == name:
                     self._patch(mod, target, obj)
 
     def remove(self) -> None:
         for patch in reversed(self._patches):
             setattr(patch.owner, patch.name, patch.original)
         self._patches.clear()
-        self._seen.clear()
 
     def _patch(self, module: Any, name: str, obj: Any) -> None:
         t = self.targets
