@@ -123,9 +123,8 @@ def test_a_copy_in_a_forward_hook_is_charged_to_the_hooked_module() -> None:
         return output + host[: output.shape[-2]].to("meta")
 
     model.inner.register_forward_hook(add_bias)
-    with guard(device="meta", nvml=False, model=model) as g:
-        with g.step(0):
-            model(torch.empty(1, 8, 64, device="meta"))
+    with guard(device="meta", nvml=False, model=model) as g, g.step(0):
+        model(torch.empty(1, 8, 64, device="meta"))
     assert [v.module for v in g.report.steps[0].top_h2d] == ["inner"]
 
 
