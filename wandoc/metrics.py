@@ -21,7 +21,7 @@ REPORT_SCHEMAS = ("wanrun.report/1", REPORT_SCHEMA)
 INSPECTED_ONLY = (
     "h2d_bytes", "d2h_bytes", "copies", "h2d_copies", "d2h_copies", "pageable_copy_bytes", "blocking_copies",
     "weight_h2d_bytes", "cast_bytes", "cast_count", "repeated_cast_bytes", "repeated_casts", "activation_cast_bytes",
-    "chosen_cast_bytes", "cpu_ops", "cpu_flops", "syncs", "attention",
+    "chosen_cast_bytes", "cpu_ops", "cpu_flops", "syncs", "attention", "attention_math_bytes", "inspect_seconds",
 )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ to the rules that are still quiet (the engine caches compiled expressions). Thre
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Iterable
 from functools import cache
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from wandoc import rulebook
 from wandoc.engine import Finding, Rule, evaluate_rule
-from wandoc.metrics import RunInfo, StepHistory, StepMetrics, Summary
+from wandoc.metrics import INSPECTED_ONLY, RunInfo, StepHistory, StepMetrics, Summary
 from wandoc.probes.platform import probe_platform
 from wanrun.targets import Targets, load_targets
 
@@ -25,10 +26,43 @@ def _shell() -> str:
     return probe_platform(os.environ).shell
 
 
+def needs_inspection(when: str) -> bool:
+    """The condition cannot hold on a step that was not inspected: an ``and`` of which one part orders a figure
+    only inspection measures (null otherwise: arithmetic with null is null, and ordering null is false)."""
+    try:
+        tree = ast.parse(when, mode="eval").body
+    except SyntaxError:
+        return False
+    parts = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) else [tree]
+    return any(_orders_inspected(part) for part in parts)
+
+
+def _orders_inspected(node: ast.expr) -> bool:
+    if not isinstance(node, ast.Compare) or not all(
+        isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) for op in node.ops
+    ):
+        return False
+    return any(_arithmetic_over_inspected(side) for side in [node.left, *node.comparators])
+
+
+def _arithmetic_over_inspected(node: ast.expr) -> bool:
+    """Null when a figure only inspection measures is null: only + - * / over such figures and constants."""
+    reads = False
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == "step":
+            reads = reads or sub.attr in INSPECTED_ONLY
+        elif not isinstance(sub, ast.BinOp | ast.UnaryOp | ast.Name | ast.Constant | ast.Load | ast.operator
+                            | ast.unaryop | ast.Attribute):  # fmt: skip
+            return False
+    return reads
+
+
 class RuntimeRules:
     def __init__(self, rules: Iterable[Rule], shell: str | None = None) -> None:
         rules = list(rules)
         self.step_rules = sorted((r for r in rules if r.scope == "step"), key=lambda r: r.id)
+        # rules that stay quiet on a step that was not inspected: skipped there (most plain steps judge few rules)
+        self.plain_rules = [r for r in self.step_rules if not needs_inspection(r.when)]
         self.run_rules = sorted((r for r in rules if r.scope == "run"), key=lambda r: r.id)
         self.shell = shell or _shell()
         self.fired: set[str] = set()
@@ -48,14 +82,15 @@ class RuntimeRules:
 
     def on_step(self, step: StepMetrics, run: RunInfo, history: StepHistory) -> list[Finding]:
         """Findings that first fire at this step."""
-        if all(r.id in self.fired for r in self.step_rules):
+        rules = self.step_rules if step.deep else self.plain_rules
+        if all(r.id in self.fired for r in rules):
             return []
         scope = {
             "step": step.model_dump(mode="json"),
             "run": run.model_dump(mode="json"),
             "history": history.model_dump(mode="json"),
         }
-        return self._judge(self.step_rules, scope, step.index)
+        return self._judge(rules, scope, step.index)
 
     def at_end(self, run: RunInfo, summary: Summary) -> list[Finding]:
         scope = {"run": run.model_dump(mode="json"), "summary": summary.model_dump(mode="json")}

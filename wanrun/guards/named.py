@@ -56,19 +56,20 @@ class NamedHooks:
         """Patch what the targets name in the modules imported so far. Which modules hold a target is kept per
         process: a notebook's second guard looks only at the modules imported since the first."""
         names = sorted(self.targets.names())
-        found = _FOUND.setdefault(tuple(names), ({}, set()))
-        hits, scanned = found
-        for name, mod in list(sys.modules.items()):
+        hits, scanned = _FOUND.setdefault(tuple(names), ({}, set()))
+        for name in [n for n in list(sys.modules) if n not in scanned]:
+            scanned.add(name)
+            mod = sys.modules.get(name)
             namespace = mod.__dict__ if isinstance(mod, types.ModuleType) else None
-            if not namespace:
+            held = [t for t in names if t in namespace] if namespace else []
+            if held:
+                hits[name] = held
+        for name, held in hits.items():
+            mod = sys.modules.get(name)
+            if not isinstance(mod, types.ModuleType):
                 continue
-            if name not in scanned:
-                scanned.add(name)
-                held = [t for t in names if t in namespace]
-                if held:
-                    hits[name] = held
-            for target in hits.get(name, ()):
-                obj = namespace.get(target)
+            for target in held:
+                obj = mod.__dict__.get(target)
                 if obj is not None and getattr(obj, "__module__", None) == name:
                     self._patch(mod, target, obj)
 
