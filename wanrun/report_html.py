@@ -118,6 +118,14 @@ PLOTS: tuple[Plot, ...] = (
         inspected_only=True,
     ),
     Plot(
+        "Weights moved between steps",
+        "bytes",
+        (
+            ("onto the device", _measured(lambda s: s.weights_in_bytes)),
+            ("back to the CPU", _measured(lambda s: s.weights_out_bytes)),
+        ),
+    ),
+    Plot(
         "Casts",
         "bytes",
         (("all casts", lambda s: s.cast_bytes), ("repeated (weights)", lambda s: s.repeated_cast_bytes)),

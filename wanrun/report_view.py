@@ -66,6 +66,9 @@ def steps_table(report: Report) -> Table:
         ("syncs", lambda m: m.syncs, False, s.syncs_total),
         ("heavy ops on CPU", lambda m: m.cpu_ops, False, s.cpu_ops_total),
     ]
+    moved = [m.weights_in_bytes for m in steps if m.weights_in_bytes]
+    if moved:  # an expert switch, a model moved between steps: read from where the weights live, on every step
+        table.add_row("weights moved in between steps", _b(_median(moved)), _b(s.weights_in_bytes_total))
     for label, read, is_bytes, total in rows:
         value = _per_step(deep, read)
         table.add_row(

@@ -10,11 +10,14 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from wandoc import rulebook
 from wandoc.engine import Finding, Rule, evaluate_rule
+from wandoc.engine.expr import HELPERS, Expr, ExprError, compile_expr
 from wandoc.metrics import INSPECTED_ONLY, RunInfo, StepHistory, StepMetrics, Summary
 from wandoc.probes.platform import probe_platform
 from wanrun.targets import Targets, load_targets
@@ -26,34 +29,51 @@ def _shell() -> str:
     return probe_platform(os.environ).shell
 
 
-def needs_inspection(when: str) -> bool:
-    """The condition cannot hold on a step that was not inspected: an ``and`` of which one part orders a figure
-    only inspection measures (null otherwise: arithmetic with null is null, and ordering null is false)."""
+@dataclass(frozen=True)
+class Gate:
+    """What a step rule needs before it is worth evaluating, read from its condition: the ``step.*`` figures that
+    must be measured (an ``and`` part ordering arithmetic over them: arithmetic with null is null, and ordering
+    null is false), and the parts that read only ``run.*`` (judged again only when the run info changes)."""
+
+    measured: tuple[str, ...] = ()
+    run_parts: tuple[Expr, ...] = ()
+    step_flags: tuple[str, ...] = ()  # ``step.deep`` standing alone in the ``and``
+
+    def reads_inspected(self) -> bool:
+        return bool(set(self.measured) & set(INSPECTED_ONLY)) or "deep" in self.step_flags
+
+
+def gate_of(when: str) -> Gate:
     try:
         tree = ast.parse(when, mode="eval").body
     except SyntaxError:
-        return False
+        return Gate()
     parts = tree.values if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And) else [tree]
-    return any(_orders_inspected(part) for part in parts)
+    measured: set[str] = set()
+    run_parts, flags = [], []
+    for part in parts:
+        roots = {n.id for n in ast.walk(part) if isinstance(n, ast.Name)}
+        if roots and roots <= {"run"} | set(HELPERS):
+            run_parts.append(compile_expr(ast.unparse(part)))
+        elif isinstance(part, ast.Attribute) and isinstance(part.value, ast.Name) and part.value.id == "step":
+            flags.append(part.attr)
+        elif isinstance(part, ast.Compare) and all(
+            isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) for op in part.ops
+        ):
+            for side in [part.left, *part.comparators]:
+                measured |= _arithmetic_reads(side)
+    return Gate(tuple(sorted(measured)), tuple(run_parts), tuple(flags))
 
 
-def _orders_inspected(node: ast.expr) -> bool:
-    if not isinstance(node, ast.Compare) or not all(
-        isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) for op in node.ops
-    ):
-        return False
-    return any(_arithmetic_over_inspected(side) for side in [node.left, *node.comparators])
-
-
-def _arithmetic_over_inspected(node: ast.expr) -> bool:
-    """Null when a figure only inspection measures is null: only + - * / over such figures and constants."""
-    reads = False
+def _arithmetic_reads(node: ast.expr) -> set[str]:
+    """The step figures an expression of only + - * / over step figures and constants reads (else none)."""
+    reads = set()
     for sub in ast.walk(node):
         if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == "step":
-            reads = reads or sub.attr in INSPECTED_ONLY
+            reads.add(sub.attr)
         elif not isinstance(sub, ast.BinOp | ast.UnaryOp | ast.Name | ast.Constant | ast.Load | ast.operator
                             | ast.unaryop | ast.Attribute):  # fmt: skip
-            return False
+            return set()
     return reads
 
 
@@ -61,11 +81,15 @@ class RuntimeRules:
     def __init__(self, rules: Iterable[Rule], shell: str | None = None) -> None:
         rules = list(rules)
         self.step_rules = sorted((r for r in rules if r.scope == "step"), key=lambda r: r.id)
-        # rules that stay quiet on a step that was not inspected: skipped there (most plain steps judge few rules)
-        self.plain_rules = [r for r in self.step_rules if not needs_inspection(r.when)]
+        # what each rule needs: a step without it skips the rule (most steps judge few rules)
+        self.gates = {r.id: gate_of(r.when) for r in self.step_rules}
+        self.plain_rules = [r for r in self.step_rules if not self.gates[r.id].reads_inspected()]
+        self._run_ok: dict[str, bool] = {}
         self.run_rules = sorted((r for r in rules if r.scope == "run"), key=lambda r: r.id)
         self.shell = shell or _shell()
         self.fired: set[str] = set()
+        self._run_values: list[object] | None = None
+        self._run_dump: dict[str, Any] = {}
 
     def _judge(self, rules: list[Rule], scope: dict[str, object], step: int | None) -> list[Finding]:
         new: list[Finding] = []
@@ -82,15 +106,39 @@ class RuntimeRules:
 
     def on_step(self, step: StepMetrics, run: RunInfo, history: StepHistory) -> list[Finding]:
         """Findings that first fire at this step."""
-        rules = self.step_rules if step.deep else self.plain_rules
-        if all(r.id in self.fired for r in rules):
+        if all(r.id in self.fired for r in self.step_rules):
             return []
+        tree, run_tree = step.model_dump(mode="json"), self._run_tree(run)
+        rules = [r for r in self.step_rules if r.id not in self.fired and self._open(r, tree)]
         scope = {
-            "step": step.model_dump(mode="json"),
-            "run": run.model_dump(mode="json"),
+            "step": tree,
+            "run": run_tree,
             "history": history.model_dump(mode="json"),
         }
         return self._judge(rules, scope, step.index)
+
+    def _run_tree(self, run: RunInfo) -> dict[str, Any]:
+        """The run as rules read it, dumped again only when it changed (it rarely does once steps run); the rules'
+        run-only conditions are judged again with it."""
+        values = list(run.__dict__.values())
+        if self._run_values != values:
+            self._run_values, self._run_dump = values, run.model_dump(mode="json")
+            scope = {"run": self._run_dump}
+            self._run_ok = {}
+            for rule in self.step_rules:
+                try:
+                    self._run_ok[rule.id] = all(part.truth(scope) for part in self.gates[rule.id].run_parts)
+                except ExprError:
+                    self._run_ok[rule.id] = True  # the rule's own evaluation will say what is wrong
+        return self._run_dump
+
+    def _open(self, rule: Rule, step: dict[str, Any]) -> bool:
+        gate = self.gates[rule.id]
+        return (
+            self._run_ok.get(rule.id, True)
+            and all(step.get(name) is not None for name in gate.measured)
+            and all(step.get(name) for name in gate.step_flags)
+        )
 
     def at_end(self, run: RunInfo, summary: Summary) -> list[Finding]:
         scope = {"run": run.model_dump(mode="json"), "summary": summary.model_dump(mode="json")}
