@@ -295,3 +295,93 @@ def test_rules_skipped_on_plain_steps_could_not_fire_there() -> None:
             data = {k: dict(v) for k, v in example.facts.items()}
             data["step"] = {k: v for k, v in data.get("step", {}).items() if k not in INSPECTED_ONLY}
             assert not evaluate_rule(rule, rulebook.prepare_step(data), "bash"), (rule.id, example.name)
+
+
+# -- steps ended by a scheduler known by name, and the loop code around it -------------------------------------
+
+
+class UniPCMultistepScheduler:
+    """Named like diffusers' scheduler (targets.toml): the guard patches it by name when it starts."""
+
+    def __init__(self, host_noise: torch.Tensor | None = None) -> None:
+        self.host_noise = host_noise
+        self.timesteps: list[int] = []
+
+    def set_timesteps(self, n: int) -> None:
+        self.timesteps = list(range(999, 0, -999 // n))[:n]
+
+    def step(self, noise: torch.Tensor, t: int, x: torch.Tensor) -> torch.Tensor:
+        if self.host_noise is not None:  # a stochastic sampler drawing its noise on the host each step
+            noise = noise + self.host_noise.to(noise.device)
+        return x - 0.1 * noise
+
+
+@pytest.mark.parametrize("host", [True, False])
+def test_a_known_scheduler_ends_the_steps_and_its_host_copy_is_caught(host: bool) -> None:
+    model = small_dit().to("meta")
+    sched = UniPCMultistepScheduler(torch.zeros(1, 4096, 64) if host else None)
+    with guard(device="meta", nvml=False, model=model) as g:
+        sched.set_timesteps(4)
+        x = torch.empty(1, 4096, 64, device="meta")
+        for t in sched.timesteps:
+            noise = model(x) - model(x)  # CFG: two forwards, one step
+            x = sched.step(noise, t, x)
+    r = g.report
+    assert [s.forwards for s in r.steps] == [2] * 4 and r.run.steps_total == 4
+    assert UniPCMultistepScheduler.step.__name__ == "step" and not hasattr(UniPCMultistepScheduler.step, "__wrapped__")
+    found = rules(g)
+    if host:
+        assert found["RUN-HOST-COPY-IN-LOOP"].step == 0 and found["RUN-HOST-COPY-IN-LOOP"].module == "(loop)"
+    else:
+        assert not found
+
+
+def test_a_wrapper_sampled_through_a_callback_is_found_unnamed() -> None:
+    from test_python_api_doc import BaseModel, sample_euler
+
+    model = BaseModel().eval()
+    with guard(device="cpu", nvml=False) as g:
+        sample_euler(model, torch.randn(1, 16, 32), torch.linspace(1.0, 0.1, 5), {"context": torch.randn(1, 8, 32)},
+                     callback=g.step_callback())  # fmt: skip
+    r = g.report
+    assert r.run.found_by == "size" and r.run.denoiser == "TinyDiT" and r.summary.denoisers == 1
+    assert [s.forwards for s in r.steps] == [1] * 4 and "RUN-NOTHING-WATCHED" not in rules(g)
+
+
+def test_group_offload_hooks_are_a_chosen_offload() -> None:
+    dit = tiny_diffusers.transformer()
+    dit.enable_group_offload(torch.device("cpu"), offload_device=torch.device("cpu"), offload_type="block_level",
+                             num_blocks_per_group=1)  # fmt: skip
+    with guard(device="cpu", nvml=False, model=dit) as g, torch.no_grad(), g.step(0):
+        dit(torch.randn(1, 4, 2, 4, 4), torch.tensor([500]), torch.randn(1, 8, 16))
+    assert g.report.steps[0].offload_hooks
+
+
+# -- what a step measures beyond copies and casts ------------------------------------------------------------------
+
+
+def test_attention_kernels_are_read_from_the_op_names() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(1, 2, 128, 16)
+    with guard(device="cpu", nvml=False, model=small_dit()) as g:
+        with g.step(0):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        with g.step(1), sdpa_kernel(SDPBackend.MATH):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+    fused, math = g.report.steps
+    assert fused.attention == {"cpu_flash": 1} and fused.attention_math_bytes == 0
+    assert math.attention == {"math": 1} and math.attention_math_bytes == 1 * 2 * 128 * 128 * 4
+
+
+def test_ram_swap_and_the_phases_reads_are_measured() -> None:
+    model = small_dit()
+    with guard(device="cpu", nvml=False, model=model) as g, torch.no_grad():
+        with g.phase("load"):
+            Path(__file__).read_bytes()
+        with g.step(0):
+            model(torch.randn(1, 2, 64))
+    step, load = g.report.steps[0], g.report.phases[0]
+    assert step.ram_total_bytes and step.ram_available_bytes and step.swap_used_bytes is not None
+    assert g.report.run.swap_used_start_bytes is not None
+    assert load.name == "load" and load.read_bytes is not None and "load" in g.report.summary.phase_read_bytes

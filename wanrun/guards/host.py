@@ -37,7 +37,8 @@ class HostMemory:
         now = time.perf_counter()
         if self._psutil is None or (not force and now - self._last < self.every):
             return None
-        self._last = now
+        if not force:  # a forced reading (the run's start) leaves the first step its own
+            self._last = now
         try:
             vm, swap = self._psutil.virtual_memory(), self._psutil.swap_memory()
         except Exception:
