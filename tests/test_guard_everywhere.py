@@ -68,7 +68,7 @@ def test_a_second_guard_costs_milliseconds_and_a_plain_step_little() -> None:
                     model(x)
                 if i:
                     guarded.append(time.perf_counter() - t0)
-    per_step = sorted(guarded)[len(guarded) // 10] - min(bare)  # a low percentile: the step's own cost
+    per_step = min(guarded) - min(bare)  # the fastest of each: the step's own cost, not the machine's noise
     assert per_step <= 0.0002, per_step
 
 
