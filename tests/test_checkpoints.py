@@ -167,7 +167,9 @@ def test_fp8_single_file_and_gguf(tmp_path: Path) -> None:
     facts = ck.probe_checkpoints(tmp_path)
     fp8, gguf = sorted(facts.files, key=lambda f: f.format != "safetensors")
     assert fp8.dtypes == {"F8_E4M3": 32, "F32": 1} and fp8.params == 33
-    assert (gguf.format, gguf.params, gguf.dtypes, gguf.bytes) == ("gguf", 0, {"Q4_K_M": 0}, 64)
+    # 60 zero bytes after the magic are no GGUF header: a fact (tests/test_checkpoints_gguf.py reads real ones)
+    assert (gguf.format, gguf.params, gguf.dtypes, gguf.bytes) == ("gguf", 0, {}, 64)
+    assert gguf.error is not None and "version 0" in gguf.error
     assert {m.role for m in facts.models} == {"high_noise_model", "dit"}
     assert facts.dit_experts == 1 and facts.dit_main_dtype == "F8_E4M3"
 

@@ -175,6 +175,8 @@ def test_config_parsing_and_preset_defaults() -> None:
 
 def test_dtype_resolution() -> None:
     assert PipelineConfig().resolved_dtypes("cpu") == ("fp32", "fp32")
+    assert PipelineConfig(weights_dtype="fp32").resolved_dtypes("cpu") == ("bf16", "fp32")  # the switch's autocast
+    assert PipelineConfig(weights_dtype="fp32", dtype="fp32").resolved_dtypes("cpu") == ("fp32", "fp32")
     assert PipelineConfig().resolved_dtypes("cuda") == ("bf16", "bf16")
     assert PipelineConfig(dtype="bf16").resolved_dtypes("cpu") == ("bf16", "bf16")
     assert PipelineConfig(weights_dtype="fp32").resolved_dtypes("cuda") == ("bf16", "fp32")
@@ -254,13 +256,15 @@ def test_block_placement() -> None:
     assert block_placement(both, "cpu") == ["device"] * 8
 
 
-def test_placement_switches_are_noops_on_cpu(tmp_path: Path) -> None:
-    clean = np.load(run_pipeline(tiny(tmp_path, "clean.npy")).out)  # type: ignore[arg-type]
-    result = run_pipeline(tiny(tmp_path, "switched.npy", cpu_block=1, offload=True, host_copy=True))
-    np.testing.assert_array_equal(np.load(result.out), clean)  # type: ignore[arg-type]
-    assert set(result.info["regressions"]) == {"cpu_block", "offload", "host_copy"}
-    assert all(note.startswith("no-op") for note in result.info["regressions"].values())
-    assert all(p.device.type == "cpu" for p in result.denoiser.parameters())
+def test_placement_switches_refuse_a_cpu_run_at_once(tmp_path: Path) -> None:
+    """Copies and residency do not exist on a CPU: the switches say so instead of running a silent demo."""
+    for switches, named in (({"offload": True}, "--offload shows"), ({"cpu_block": 1}, "--cpu-block shows"),
+                            ({"host_copy": True, "offload": True}, "--offload and --host-copy show")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{named} only on a GPU"):
+            run_pipeline(tiny(tmp_path, "switched.npy", **switches))
+        assert not (tmp_path / "switched.npy").exists()
+    PipelineConfig(offload=True, cpu_block=1, host_copy=True).check_device("cuda")  # the GPU twin: accepted
+    assert run_pipeline(tiny(tmp_path, "clean.npy")).info["regressions"] == {}
 
 
 def test_decoder_failure_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

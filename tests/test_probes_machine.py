@@ -286,6 +286,9 @@ def install_fake_nvml(monkeypatch: pytest.MonkeyPatch, *, laptop_power_refused: 
     def procs(key: str) -> Any:
         return lambda h: [SimpleNamespace(pid=p, usedGpuMemory=b) for p, b in card(h)[key]]
 
+    def nvlink_state(h: int, link: int) -> int:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)  # GeForce cards: no NVLink
+
     def power(h: int) -> int:
         if laptop_power_refused and h == 1:
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -321,6 +324,8 @@ def install_fake_nvml(monkeypatch: pytest.MonkeyPatch, *, laptop_power_refused: 
         "nvmlDeviceGetUtilizationRates": lambda h: SimpleNamespace(gpu=card(h)["util"], memory=0),
         "nvmlDeviceGetPowerUsage": power,
         "nvmlDeviceGetEnforcedPowerLimit": lambda h: card(h)["limit"],
+        "nvmlDeviceGetNvLinkState": nvlink_state,
+        "nvmlDeviceGetTopologyCommonAncestor": lambda a, b: pynvml.NVML_TOPOLOGY_HOSTBRIDGE,
     }
     for name, fn in fakes.items():
         monkeypatch.setattr(pynvml, name, fn)
@@ -345,13 +350,17 @@ def test_probe_nvml_reads_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not by_pid[OTHER_PID].is_self and by_pid[OTHER_PID].name == "chrome"
     assert by_pid[OTHER_PID].used_bytes == 6 * GIB  # listed as compute and graphics: counted once
     assert by_pid[OTHER_PID + 1].used_bytes == 0  # WDDM hides per-process memory
-    assert busy.other_processes_bytes == 6 * GIB
+    # ... so what others hold is the device's 20 GiB used minus this process's 12 GiB, not the 6 GiB listed
+    assert (busy.other_processes_bytes, busy.other_processes_from) == (8 * GIB, "device")
+    assert busy.nvlink_active == 0 and idle.nvlink_active == 0  # consumer cards: NVML says not supported
+    assert [(t.a, t.b, t.level) for t in facts.topology] == [(0, 1, "host_bridge")]
     assert busy.throttle_reasons == ["sw_power_cap", "sw_thermal"]
     assert (busy.utilization_gpu, busy.power_w, busy.power_limit_w) == (98, 180.0, 450.0)
     assert (busy.pcie_gen_current, busy.pcie_gen_max, busy.pcie_width_current, busy.pcie_width_max) == (4, 4, 16, 16)
     assert busy.errors == []
 
     assert idle.compute_capability == 8.6 and idle.processes == [] and idle.other_processes_bytes == 0
+    assert idle.other_processes_from == "processes"
     assert (idle.pcie_gen_current, idle.pcie_width_current, idle.pcie_width_max) == (1, 4, 16)
     assert idle.throttle_reasons == ["idle"]
     assert idle.power_w == 0.0 and idle.power_limit_w == 170.0

@@ -171,6 +171,29 @@ def test_cause_25_an_update_regression_is_what_compare_reports() -> None:
     assert not compare(report(1.0), report(1.02)).regressed
 
 
+def test_docs_during_the_run_column_matches_the_scoreboard() -> None:
+    """docs/slow-causes.md's "during the run" column names each case's rules, only rules that exist, and says
+    "no run-time signal" for the causes without one."""
+    import re
+
+    from test_slow_causes_before_launch import ROOT, doc_rows
+
+    rows, ids = doc_rows(), {r.id for r in rulebook.load()}
+    for number, (_, during) in rows.items():
+        named = re.findall(r"`(RUN-[A-Z0-9-]+)`", during)
+        assert set(named) <= ids, number
+        case = next((c for c in CASES if c.cause == number), None)
+        if case is not None:
+            assert named[: len(case.rules)] == list(case.rules), number
+        elif number == 25:
+            assert "wanrun compare" in during
+        else:
+            assert during.startswith("no run-time signal"), number
+    text = (ROOT / "docs" / "slow-causes.md").read_text(encoding="utf-8")
+    serious = {c.cause for c in CASES if any(RANK[s] >= 1 for s in fired(c, c.bad).values())} | {25}
+    assert f"**{len(serious)} of the 18**" in text
+
+
 def test_the_scoreboard_covers_the_causes_with_a_runtime_signal() -> None:
     """18 causes show during a run (RUN in SLOW_CAUSES.md); 25 is compare's. At least 16 at warning or error."""
     causes = {c.cause for c in CASES} | {25}

@@ -218,3 +218,23 @@ def test_generate_html_to_an_unwritable_place_is_one_line(tmp_path: Path, capsys
     code = wanrun("generate", "--steps", "1", "--out", "clip.npy", "--html", "file/run.html", "-q")
     err = capsys.readouterr().err
     assert code == 2 and "cannot write file/run.html" in err and "Traceback" not in err
+
+
+def test_the_cpu_demo_shows_the_fp32_regression_and_refuses_the_gpu_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's CPU demo: fp32 weights are flagged with the module, the clean twin is quiet, and the switches
+    that need a GPU refuse in one line before anything is built."""
+    monkeypatch.chdir(tmp_path)
+    assert wanrun("generate", "--weights-dtype", "fp32", "--steps", "2", "--out", "c.npy", "--report", "r.json") == 0
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    casts = [f for f in report["findings"] if f["rule"] == "RUN-REPEATED-CASTS"]
+    assert casts and casts[0]["step"] == 0 and casts[0]["module"].startswith("blocks.")
+    assert wanrun("generate", "--steps", "2", "--out", "c.npy", "--report", "clean.json") == 0
+    assert json.loads((tmp_path / "clean.json").read_text(encoding="utf-8"))["findings"] == []
+    capsys.readouterr()
+    for flag in (["--offload"], ["--cpu-block", "1"], ["--host-copy"]):
+        assert wanrun("generate", *flag, "--device", "cpu", "--out", "x.npy") == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "only on a GPU" in err and flag[0] in err
+    assert not (tmp_path / "x.npy").exists()

@@ -99,7 +99,12 @@ CompareOpt = Annotated[
     str | None, typer.Option("--compare", help="A git ref to compare the checkout with (nothing is checked out).")
 ]
 DeepOpt = Annotated[
-    bool, typer.Option("--deep", help="Also import torch in a subprocess and run a tiny matmul on the GPU.")
+    bool,
+    typer.Option(
+        "--deep",
+        help="Also import torch (and the attention packages) in a subprocess, run a tiny matmul on the GPU, "
+        "and time a short uncached read of the checkpoints.",
+    ),
 ]
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from wandoc import __version__
 from wandoc.facts import (
+    AmdFacts,
     CheckpointFacts,
     EnvFacts,
     Estimate,
@@ -26,6 +27,7 @@ from wandoc.facts import (
     ParallelFacts,
     PlatformFacts,
     RepoFacts,
+    StorageFacts,
     SystemFacts,
     TorchFacts,
 )
@@ -68,9 +70,20 @@ def _ckpt_dir(req: Request, repo: RepoFacts) -> Path | None:
     return p
 
 
+def _storage(ckpt: CheckpointFacts, sample: bool) -> StorageFacts:
+    """The storage under the checkpoints; with ``sample`` (``--deep``), a short read of the largest file."""
+    from wandoc.probes import storage
+
+    root = Path(ckpt.dir)
+    base = root.parent if root.is_file() else root
+    readable = [f for f in ckpt.files if f.bytes > 0]
+    largest = base / max(readable, key=lambda f: f.bytes).path if readable else None
+    return storage.probe_storage(root, largest, sample=sample)
+
+
 def collect(req: Request) -> Facts:
     from wandoc.estimate import estimate
-    from wandoc.probes import checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
+    from wandoc.probes import amd, checkpoints, git_compare, gpu, packages, platform, repo_code, system, torch_build
     from wandoc.probes.parallel import probe_parallel
 
     errors: list[str] = []
@@ -78,6 +91,7 @@ def collect(req: Request) -> Facts:
     with ThreadPoolExecutor(max_workers=6) as pool:
         f_nvml = pool.submit(_safe, "nvml", errors, lambda: gpu.probe_nvml(env), NvmlFacts)
         f_sys = pool.submit(_safe, "system", errors, system.probe_system, SystemFacts)
+        f_amd = pool.submit(_safe, "amd", errors, amd.probe_amd, AmdFacts)
         f_torch = pool.submit(_safe, "torch", errors, torch_build.probe_torch, TorchFacts)
         f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, PackagesFacts)
         f_repo = pool.submit(
@@ -100,6 +114,8 @@ def collect(req: Request) -> Facts:
         repo = f_repo.result()
         ckpt_dir = _ckpt_dir(req, repo)
         ckpt = _safe("checkpoints", errors, lambda: checkpoints.probe_checkpoints(ckpt_dir), CheckpointFacts)
+        if ckpt.found:
+            ckpt.storage = _safe("storage", errors, lambda: _storage(ckpt, req.deep), StorageFacts)
         if ckpt_dir is not None and req.ckpt_dir is None:
             ckpt.given = False  # found through the run's own --ckpt_dir, not named by the user
         torch = f_torch.result()
@@ -112,6 +128,7 @@ def collect(req: Request) -> Facts:
             env=env_facts,
             system=f_sys.result(),
             nvml=f_nvml.result(),
+            amd=f_amd.result(),
             torch=torch,
             packages=f_pkgs.result(),
             repo=repo,

@@ -26,6 +26,7 @@ class PlatformFacts(_Facts):
     release: str = ""
     machine: str = Field("", description='"x86_64", "AMD64", "arm64"')
     wsl: bool = False
+    rosetta: bool = Field(False, description="this Python is an x86_64 build running under Rosetta 2 on Apple silicon")
     python: str = ""
     python_executable: str = ""
     shell: str = Field("bash", description='the shell a fix is written for: "cmd", "powershell", "bash", "zsh", "fish"')
@@ -36,6 +37,21 @@ class EnvFacts(_Facts):
     """The process environment; values of secret-looking variables are replaced by "<redacted>"."""
 
     vars: dict[str, str] = Field(default_factory=dict)
+
+
+class AmdGpu(_Facts):
+    node: int = Field(0, description="the KFD topology node")
+    gfx: str = Field("", description='the ISA the GPU runs: "gfx1100" (RX 7900), "gfx1031" (RX 6700 XT), "gfx942"')
+    vram_bytes: int = 0
+
+
+class AmdFacts(_Facts):
+    """AMD GPUs as ROCm's kernel driver (KFD) shows them, read from /sys without ROCm or torch (Linux only)."""
+
+    checked: bool = Field(False, description="the KFD topology could be looked at (Linux); false elsewhere")
+    kfd: bool = Field(False, description="/dev/kfd exists: the amdgpu driver offers ROCm compute")
+    gpus: list[AmdGpu] = Field(default_factory=list)
+    error: str | None = None
 
 
 class SystemFacts(_Facts):
@@ -65,6 +81,14 @@ class GpuFacts(_Facts):
     memory_free_bytes: int = 0
     processes: list[GpuProcess] = Field(default_factory=list)
     other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
+    other_processes_from: str = Field(
+        "",
+        description='"processes": the sum of what NVML lists per process; "device": the device\'s used memory '
+        "minus this process's, where per-process figures are hidden (Windows WDDM)",
+    )
+    nvlink_active: int | None = Field(
+        None, description="NVLink links up: 0 when the GPU has none (PCIe only); None when NVML could not say"
+    )
     pcie_gen_current: int = 0
     pcie_gen_max: int = 0
     pcie_width_current: int = 0
@@ -76,6 +100,16 @@ class GpuFacts(_Facts):
     power_w: float = 0.0
     power_limit_w: float = 0.0
     errors: list[str] = Field(default_factory=list, description="fields NVML refused to read")
+
+
+class GpuPair(_Facts):
+    a: int = 0
+    b: int = 0
+    level: str = Field(
+        "",
+        description='the nearest thing both GPUs hang off: "same_board", "single_switch", "multiple_switches", '
+        '"host_bridge", "numa_node" or "system" (across CPU sockets)',
+    )
 
 
 class NvmlFacts(_Facts):
@@ -91,6 +125,9 @@ class NvmlFacts(_Facts):
         "None when the variable is unset",
     )
     visible_error: str | None = Field(None, description="\"CUDA_VISIBLE_DEVICES='3' names a GPU that does not exist\"")
+    topology: list[GpuPair] = Field(
+        default_factory=list, description="how each pair of GPUs is connected, from NVML's common ancestor"
+    )
 
 
 # -- software --------------------------------------------------------------------------------------------
@@ -110,6 +147,11 @@ class TorchDeep(_Facts):
     matmul_ms: float = 0.0
     cudnn_version: int = 0
     seconds: float = 0.0
+    attention_imports: dict[str, str] = Field(
+        default_factory=dict,
+        description='installed attention modules imported next to torch: "flash_attn" -> "ok", or the import error '
+        '(an extension built for another torch fails here with "undefined symbol")',
+    )
 
 
 class TorchFacts(_Facts):
@@ -121,14 +163,43 @@ class TorchFacts(_Facts):
     is_cpu_build: bool = False
     location: str = ""
     error: str | None = None
+    cudnn_version: int = Field(
+        0,
+        description="the cuDNN a CUDA build will load, read from files without importing torch: 91002 for 9.10.2 "
+        "(as torch.backends.cudnn.version() writes it); 0 unknown",
+    )
+    cudnn_from: str = Field("", description='"nvidia-cudnn-cu12 9.10.2.21", "torch/lib/cudnn64_9.dll version resource"')
+    hip_runtime: bool | None = Field(
+        None,
+        description="a ROCm build's HIP runtime (libamdhip64) is in torch/lib or the ROCm folder; "
+        "None for other builds",
+    )
+    zluda: str = Field(
+        "",
+        description="why torch looks patched for ZLUDA (CUDA on an AMD GPU), e.g. "
+        '"torch/lib/cublas64_11.dll is 0.3 MiB (ZLUDA\'s stand-in)"; "" when it does not',
+    )
+    zluda_cache: bool | None = Field(
+        None,
+        description="ZLUDA's compiled-kernel cache (%LOCALAPPDATA%\\ZLUDA\\ComputeCache) holds a database: "
+        "kernels were compiled before; None when not ZLUDA or not Windows",
+    )
     deep: TorchDeep = Field(default_factory=TorchDeep)
 
 
 class PackageFacts(_Facts):
+    name: str = Field("", description='the distribution found ("flash-attn"), or the module where only that is there')
     installed: bool = False
     version: str = ""
     location: str = ""
     error: str | None = None
+    build_label: str = Field(
+        "",
+        description='what the wheel says it was built for: the local version ("cu12torch2.6cxx11abiFALSE"), from '
+        "the version or the file name it was installed from",
+    )
+    built_torch: str = Field("", description='torch major.minor the build is for, e.g. "2.6"; "" unknown')
+    built_cuda: float = Field(0.0, description="CUDA the build is for: 12.4, or 12.0 where only the major is known")
 
 
 class PackagesFacts(_Facts):
@@ -141,6 +212,14 @@ class PackagesFacts(_Facts):
     triton: PackageFacts = Field(default_factory=PackageFacts, description='"triton" or "triton-windows"')
     diffusers: PackageFacts = Field(default_factory=PackageFacts)
     accelerate: PackageFacts = Field(default_factory=PackageFacts)
+    fa3_varlen_returns: str = Field(
+        "",
+        description='what the installed flash_attn_interface.flash_attn_varlen_func returns by default: "tuple" '
+        '(out, softmax_lse) as FA3 did until July 2025, "tensor" (out alone) since; "" unknown',
+    )
+    fa3_varlen_returns_from: str = Field(
+        "", description='"the installed flash_attn_interface.py", "version 3.0.0 (a release after the change)"'
+    )
 
 
 # -- the user's checkout ---------------------------------------------------------------------------------
@@ -157,6 +236,8 @@ SITE_KINDS: dict[str, str] = {
     "empty_cache_in_loop": "torch.cuda.empty_cache() inside a loop or forward",
     "sync_in_forward": "torch.cuda.synchronize() inside forward or a helper it calls",
     "compile_call": "torch.compile(...) is called",
+    "complex_rope": "RoPE computed on complex numbers (torch.view_as_complex, torch.polar, complex dtypes): "
+    "Inductor generates no code for complex ops",
     "flash_attention_call": "the model calls a flash_attention(...) that requires flash_attn",
     "sdpa_call": "torch.nn.functional.scaled_dot_product_attention is called",
     "fa3_index0": "flash_attn_interface's varlen result indexed with [0] (breaks with newer FA3 releases)",
@@ -279,6 +360,26 @@ class CheckpointModel(_Facts):
     dtypes: dict[str, int] = Field(default_factory=dict)
 
 
+class StorageFacts(_Facts):
+    """Where the checkpoint folder lives: the filesystem, the disk under it, and (with ``--deep``) how fast it reads."""
+
+    path: str = ""
+    mount_point: str = ""
+    fstype: str = Field("", description='"ext4", "ntfs", "nfs4", "cifs", "fuse.rclone", "9p" (WSL\'s Windows drives)')
+    device: str = Field("", description='what is mounted: "/dev/nvme0n1p2", "//nas/models", "server:/export"')
+    network: bool = Field(False, description="a network filesystem (NFS, SMB/CIFS, 9p, ...) or a remote drive")
+    fuse: bool = Field(False, description="a FUSE filesystem (rclone, s3fs, sshfs): every read goes through a daemon")
+    disk: str = Field("", description='the block device under the filesystem: "sda", "nvme0n1", "vda"')
+    rotational: bool | None = Field(None, description="the kernel says the disk spins (an HDD); None when unknown")
+    virtual_disk: bool = Field(
+        False, description="a VM's virtual disk (virtio, Xen), whose rotational flag says nothing about the medium"
+    )
+    read_mib_s: float = Field(0.0, description="measured uncached read speed of a checkpoint file; 0 when not measured")
+    read_bytes: int = Field(0, description="bytes the measurement read")
+    read_note: str = Field("", description='why no measurement: "not measured (add --deep)", "direct reads refused"')
+    error: str | None = None
+
+
 class CheckpointFacts(_Facts):
     dir: str = ""
     given: bool = False
@@ -290,6 +391,7 @@ class CheckpointFacts(_Facts):
     dit_experts: int = 0
     dit_main_dtype: str = ""
     dit_bytes_on_disk: int = Field(0, description="one expert")
+    storage: StorageFacts = Field(default_factory=StorageFacts)
 
 
 # -- git -------------------------------------------------------------------------------------------------
@@ -405,6 +507,7 @@ class Facts(_Facts):
     env: EnvFacts = Field(default_factory=EnvFacts)
     system: SystemFacts = Field(default_factory=SystemFacts)
     nvml: NvmlFacts = Field(default_factory=NvmlFacts)
+    amd: AmdFacts = Field(default_factory=AmdFacts)
     torch: TorchFacts = Field(default_factory=TorchFacts)
     packages: PackagesFacts = Field(default_factory=PackagesFacts)
     repo: RepoFacts = Field(default_factory=RepoFacts)

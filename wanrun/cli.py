@@ -86,13 +86,13 @@ happen, with the fix; a summary follows, and the JSON report with --report.
 
 [bold]Examples[/bold]
 
-  wanrun generate                                  [dim]tiny model, any CPU[/dim]
-  wanrun generate --preset wan-1.3b --steps 20 --report run.json
-  wanrun generate --preset small --weights-dtype fp32  [dim]re-cast weights[/dim]
-  wanrun generate --preset small --offload         [dim]weights cross PCIe[/dim]
-  wanrun generate --preset small --cpu-block 3     [dim]a block on the CPU[/dim]
-  wanrun generate --preset small --host-copy --strict --fail-on warning
-  wanrun generate --preset small --offload --html run.html  [dim]one page with plots[/dim]
+  wanrun generate                                  [dim]a clean run, seconds on any CPU[/dim]
+  wanrun generate --weights-dtype fp32             [dim]a regression: weights re-cast every step (any machine)[/dim]
+  wanrun generate --preset wan-1.3b --steps 20 --report run.json  [dim]the real model's shape (GPU)[/dim]
+  wanrun generate --preset small --offload         [dim]weights cross PCIe every forward (GPU)[/dim]
+  wanrun generate --preset small --cpu-block 3     [dim]a block left on the CPU (GPU)[/dim]
+  wanrun generate --preset small --host-copy --strict --fail-on warning  [dim](GPU)[/dim]
+  wanrun generate --weights-dtype fp32 --html run.html  [dim]one page with plots[/dim]
   wanrun generate --repo ~/Wan2.2 --report run.json -- --task t2v-A14B --ckpt_dir ./ckpt  [dim]your own checkout[/dim]
   wanrun report run.json                           [dim]read a report again[/dim]
 
@@ -105,7 +105,10 @@ generation failed (the report is still written); 130 interrupted (a partial repo
 def generate(
     prompt: Annotated[str | None, typer.Option(help="What the clip shows.")] = None,
     negative_prompt: Annotated[str | None, typer.Option(help="What to steer away from (the CFG negative).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Model size: tiny, small or wan-1.3b.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Model size: demo (the default: 36M parameters, seconds on a CPU), tiny, small or wan-1.3b."),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps.")] = None,
     size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT, multiples of 16, e.g. 832x480.")] = None,
     frames: Annotated[int | None, typer.Option(help="Frames, 4k+1 (5, 17, 81).")] = None,
@@ -195,6 +198,10 @@ def generate(
         _bail(_config_error(exc))
     if deep_every is not None and deep_every < 0:
         _bail("--deep-every: must be 0 or more")
+    try:  # at once, before a model is built: the GPU-only switches on a machine without one
+        cfg.check_device(cfg.resolved_device().split(":")[0])
+    except ValueError as exc:
+        _bail(str(exc))
     try:
         loaded = rulebook.load(rules or [])
     except RuleFileError as exc:

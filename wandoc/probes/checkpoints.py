@@ -4,6 +4,10 @@ A safetensors file starts with an 8-byte little-endian length and a JSON table o
 expert is described by reading a few hundred kilobytes. The dtype found there decides a run's memory (the
 A14B experts ship in fp32) and whether fp8 pays off; a truncated download shows as tensors past the file's end.
 Files are user input: every length is checked before it is trusted, and a bad file is a fact, never a crash.
+
+GGUF files (ComfyUI-GGUF, Wan2GP) describe their tensors the same way, in a binary table after a short header:
+name, shape and ggml type (F16, Q5_K, Q8_0, ...) of each, so a quantised DiT gets a real parameter count and
+quantisation, and the rules can say whether the bf16 model would have fitted.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import math
 import os
 import re
+import struct
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
@@ -168,6 +173,179 @@ def inspect_safetensors(stream: BinaryIO, size: int, path: str) -> CheckpointFil
     return facts
 
 
+# -- GGUF headers -----------------------------------------------------------------------------------------
+
+GGUF_MAGIC = b"GGUF"
+GGUF_VERSIONS = (2, 3)  # version 1 (August 2023) predates every Wan GGUF; its counts are 32-bit
+GGUF_DEFAULT_ALIGNMENT = 32
+# ggml type id -> (name, elements per block, bytes per block), as llama.cpp's gguf-py lists them
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 40), 10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+}  # fmt: skip
+UNQUANTISED = frozenset({"F64", "F32", "F16", "BF16", "I8", "I16", "I32", "I64"})
+# metadata value type -> bytes (8: string and 9: array have their own layout)
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+# Bounds on what a header may make the doctor do. A Wan DiT has about 1,100 tensors and a dozen metadata keys;
+# an LLM's tokenizer arrays reach a few hundred thousand strings, which are skipped, never built.
+MAX_GGUF_TENSORS = 100_000
+MAX_GGUF_KEYS = 100_000
+MAX_GGUF_ITEMS = 1_000_000  # metadata values and array elements walked, all together
+MAX_GGUF_NAME = 65_535  # keys and tensor names (the format caps keys at 65,535 bytes)
+MAX_GGUF_DIMS = 4  # GGML_MAX_DIMS
+MAX_GGUF_NESTING = 4  # arrays of arrays
+
+
+class _GgufStream:
+    """Little-endian reads and bounded skips over a GGUF stream of ``size`` bytes."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self.stream, self.size, self.pos, self.items, self.read_bytes = stream, size, 0, 0, 0
+
+    def read(self, n: int, what: str) -> bytes:
+        if n > self.size - self.pos:
+            raise HeaderError(f"{what} runs past the end of the {self.size}-byte file (truncated?)")
+        self.read_bytes += n
+        if self.read_bytes > MAX_HEADER_BYTES:
+            raise HeaderError(f"header over the doctor's {MAX_HEADER_BYTES // 2**20} MiB limit: not read further")
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise HeaderError(f"truncated inside {what}")
+        self.pos += n
+        return data
+
+    def skip(self, n: int, what: str) -> None:
+        if n > self.size - self.pos:
+            raise HeaderError(f"{what} runs past the end of the {self.size}-byte file (truncated?)")
+        self.stream.seek(n, 1)
+        self.pos += n
+
+    def u32(self, what: str) -> int:
+        return int(struct.unpack("<I", self.read(4, what))[0])
+
+    def u64(self, what: str) -> int:
+        return int(struct.unpack("<Q", self.read(8, what))[0])
+
+    def count(self, n: int = 1) -> None:
+        self.items += n
+        if self.items > MAX_GGUF_ITEMS:
+            raise HeaderError(f"more than {MAX_GGUF_ITEMS} metadata values: not read further")
+
+    def string(self, what: str, limit: int) -> bytes:
+        length = self.u64(f"the length of {what}")
+        if length > limit:
+            raise HeaderError(f"{what} is {length} bytes long (the doctor reads at most {limit})")
+        return self.read(length, what)
+
+    def skip_string(self, what: str) -> None:
+        self.skip(self.u64(f"the length of {what}"), what)
+
+
+def _gguf_value(r: _GgufStream, kind: int, key: str, depth: int = 0) -> int | None:
+    """Read (integers) or skip (everything else) one metadata value; only integers are ever kept."""
+    r.count()
+    if kind in _GGUF_SCALARS:
+        raw = r.read(_GGUF_SCALARS[kind], f"the value of {key!r}")
+        return int.from_bytes(raw, "little", signed=kind in (1, 3, 5, 11)) if kind not in (6, 7, 12) else None
+    if kind == _GGUF_STRING:
+        r.skip_string(f"the value of {key!r}")
+        return None
+    if kind != _GGUF_ARRAY:
+        raise HeaderError(f"metadata {key!r} has value type {kind}, which the format does not define")
+    if depth >= MAX_GGUF_NESTING:
+        raise HeaderError(f"metadata {key!r} nests arrays more than {MAX_GGUF_NESTING} deep")
+    item = r.u32(f"the item type of {key!r}")
+    n = r.u64(f"the length of {key!r}")
+    r.count(n)  # before walking it: a hostile count stops here, not after millions of reads
+    if item in _GGUF_SCALARS:
+        r.skip(n * _GGUF_SCALARS[item], f"the array {key!r}")
+    elif item == _GGUF_STRING:
+        for _ in range(n):
+            r.skip_string(f"an item of {key!r}")
+    else:
+        for _ in range(n):
+            _gguf_value(r, item, key, depth + 1)
+    return None
+
+
+def read_gguf(stream: BinaryIO, size: int) -> tuple[int, dict[str, int], str]:
+    """Parameters, the ggml type histogram (by parameter count) and the architecture of a GGUF stream.
+
+    Like the safetensors reader it never trusts a count: every length is checked against the file's size and
+    the doctor's bounds before it is used, and tensors whose data would lie past the end mean a truncated file.
+    """
+    r = _GgufStream(stream, size)
+    if size < 4 or r.read(4, "the magic") != GGUF_MAGIC:
+        raise HeaderError("not a GGUF file (no GGUF magic)")
+    version = r.u32("the version")
+    if version not in GGUF_VERSIONS:
+        raise HeaderError(f"GGUF version {version}: the doctor reads versions {', '.join(map(str, GGUF_VERSIONS))}")
+    n_tensors = r.u64("the tensor count")
+    n_keys = r.u64("the metadata count")
+    if n_tensors > MAX_GGUF_TENSORS:
+        raise HeaderError(f"{n_tensors} tensors is over the doctor's limit of {MAX_GGUF_TENSORS}: not read")
+    if n_keys > MAX_GGUF_KEYS:
+        raise HeaderError(f"{n_keys} metadata keys is over the doctor's limit of {MAX_GGUF_KEYS}: not read")
+    alignment, arch = GGUF_DEFAULT_ALIGNMENT, ""
+    for _ in range(n_keys):
+        key = r.string("a metadata key", MAX_GGUF_NAME).decode("utf-8", errors="replace")
+        kind = r.u32(f"the type of {key!r}")
+        if key == "general.architecture" and kind == _GGUF_STRING:
+            r.count()
+            arch = r.string(f"the value of {key!r}", 256).decode("utf-8", errors="replace")
+            continue
+        value = _gguf_value(r, kind, key)
+        if key == "general.alignment":
+            if value is None or value <= 0 or value & (value - 1) or value > 1 << 20:
+                raise HeaderError(f"general.alignment {value!r} is not a power of two")
+            alignment = value
+    tensors: list[tuple[str, list[int], int, int]] = []  # name, shape (innermost first), ggml type, offset
+    for i in range(n_tensors):
+        name = r.string(f"the name of tensor {i}", MAX_GGUF_NAME)[:120].decode("utf-8", errors="replace")
+        n_dims = r.u32(f"the dimensions of {name!r}")
+        if n_dims > MAX_GGUF_DIMS:
+            raise HeaderError(f"tensor {name!r} has {n_dims} dimensions (ggml allows {MAX_GGUF_DIMS})")
+        dims = [r.u64(f"the shape of {name!r}") for _ in range(n_dims)]
+        tensors.append((name, dims, r.u32(f"the type of {name!r}"), r.u64(f"the offset of {name!r}")))
+    data_start = -(-r.pos // alignment) * alignment
+    data_bytes = size - data_start
+    params = 0
+    dtypes: dict[str, int] = defaultdict(int)
+    for name, dims, kind, offset in tensors:
+        if kind not in GGML_TYPES:
+            raise HeaderError(f"tensor {name!r} has ggml type {kind}, which the doctor does not know")
+        dtype, block, width = GGML_TYPES[kind]
+        count = math.prod(dims)
+        if dims and dims[0] % block:
+            raise HeaderError(f"tensor {name!r}: rows of {dims[0]} do not fill whole {dtype} blocks of {block}")
+        end = offset + count // block * width
+        if offset % alignment or end > data_bytes:
+            what = "is not aligned" if offset % alignment else f"ends at byte {end} of {max(data_bytes, 0)}"
+            raise HeaderError(f"tensor {name!r} {what} (truncated file?)")
+        params += count
+        dtypes[dtype] += count
+    return params, dict(dtypes), arch
+
+
+def inspect_gguf(stream: BinaryIO, size: int, path: str) -> CheckpointFile:
+    """One GGUF file's facts; anything wrong with it lands in ``error``."""
+    facts = CheckpointFile(path=path, format="gguf", bytes=size)
+    try:
+        facts.params, facts.dtypes, _ = read_gguf(stream, size)
+    except HeaderError as exc:
+        facts.error = str(exc)
+    except Exception as exc:
+        facts.error = f"unreadable: {type(exc).__name__}: {exc}"
+    return facts
+
+
 def name_dtype_hint(name: str) -> str:
     """A dtype written in a file name ("...-bf16.pth", "..._fp8_e4m3fn", "...-Q4_K_M.gguf"); a hint, not a fact."""
     low = name.lower()
@@ -178,22 +356,26 @@ def name_dtype_hint(name: str) -> str:
     return ""
 
 
+HEADER_READERS = {"safetensors": inspect_safetensors, "gguf": inspect_gguf}
+
+
 def file_facts(path: Path, rel: str, budget: list[int]) -> CheckpointFile:
-    """Facts for one weight file. Only safetensors headers are read; other formats are pickles or GGUF, whose
+    """Facts for one weight file. safetensors and GGUF headers are read; other formats are pickles, whose
     dtype comes from the file name if at all, recorded with a parameter count of 0 (unknown)."""
     fmt = FORMATS[path.suffix.lower()]
     try:
         size = path.stat().st_size
     except OSError as exc:
         return CheckpointFile(path=rel, format=fmt, error=f"cannot stat: {exc}")
-    if fmt != "safetensors":
+    reader = HEADER_READERS.get(fmt)
+    if reader is None:
         hint = name_dtype_hint(path.name)
         return CheckpointFile(path=rel, format=fmt, bytes=size, dtypes={hint: 0} if hint else {})
     if budget[0] <= 0:
         return CheckpointFile(path=rel, format=fmt, bytes=size, error="not read: the header budget is spent")
     try:
         with path.open("rb") as stream:
-            facts = inspect_safetensors(stream, size, rel)
+            facts = reader(stream, size, rel)
             budget[0] -= stream.tell()
             return facts
     except OSError as exc:

@@ -3,6 +3,9 @@
 NVML answers without CUDA or torch, so the doctor can name the card, its free memory, who else holds VRAM
 and why clocks are down even when torch is a CPU-only build. Every NVML call may fail on its own (a laptop
 GPU without power readings, WDDM hiding per-process memory): a refused field is recorded, never fatal.
+Where Windows hides per-process memory, the VRAM others hold is the device's used memory minus this process's.
+NVLink links and how each pair of GPUs is wired (NVML's common ancestor) say whether a multi-GPU run's
+all-to-all traffic crosses PCIe.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from wandoc.facts import GpuFacts, GpuProcess, NvmlFacts
+from wandoc.facts import GpuFacts, GpuPair, GpuProcess, NvmlFacts
 
 # NVML clock-event (throttle) reason bits, named the way the rules read them.
 THROTTLE_BITS: dict[int, str] = {
@@ -26,6 +29,19 @@ THROTTLE_BITS: dict[int, str] = {
     0x80: "hw_power_brake",
     0x100: "display_clocks",
 }
+
+# nvmlDeviceGetTopologyCommonAncestor's levels, named the way the rules read them
+TOPOLOGY_LEVELS: dict[int, str] = {
+    0: "same_board",
+    10: "single_switch",
+    20: "multiple_switches",
+    30: "host_bridge",
+    40: "numa_node",
+    50: "system",
+}
+MAX_NVLINKS = 36  # NVML_NVLINK_MAX_LINKS; the loop stops at the first link the device does not have
+MAX_TOPOLOGY_GPUS = 16  # pairs grow with the square; a 16-GPU node has 120
+_NOT_SUPPORTED, _INVALID_ARGUMENT = 3, 2
 
 # NVML error codes for failures at start-up that deserve a sentence of their own.
 _INIT_REASONS: dict[int, str] = {
@@ -170,18 +186,83 @@ def _process_name(nv: Any, pid: int) -> str:
         return ""
 
 
-def _processes(nv: Any, handle: Any, errors: list[str]) -> list[GpuProcess]:
-    """Compute and graphics users merged by pid (a process with both contexts is listed twice by NVML)."""
+def _processes(nv: Any, handle: Any, errors: list[str]) -> tuple[list[GpuProcess], bool]:
+    """Compute and graphics users merged by pid (a process with both contexts is listed twice by NVML), and
+    whether NVML hid any of their memory figures (it does under Windows' WDDM driver model)."""
     used: dict[int, int] = {}
+    hidden = False
     for field, fn in (
         ("compute processes", nv.nvmlDeviceGetComputeRunningProcesses),
         ("graphics processes", nv.nvmlDeviceGetGraphicsRunningProcesses),
     ):
         for proc in _read(errors, field, lambda fn=fn: fn(handle)) or []:
             pid = int(proc.pid)
-            used[pid] = max(used.get(pid, 0), int(getattr(proc, "usedGpuMemory", None) or 0))  # None under WDDM
+            figure = getattr(proc, "usedGpuMemory", None)
+            hidden = hidden or figure is None
+            used[pid] = max(used.get(pid, 0), int(figure or 0))
     me = os.getpid()
-    return [GpuProcess(pid=p, name=_process_name(nv, p), used_bytes=b, is_self=p == me) for p, b in used.items()]
+    procs = [GpuProcess(pid=p, name=_process_name(nv, p), used_bytes=b, is_self=p == me) for p, b in used.items()]
+    return procs, hidden
+
+
+def held_by_others(gpu: GpuFacts, hidden: bool, wddm: bool, reserved: int) -> tuple[int, str]:
+    """VRAM held by other processes, and from which figure: the per-process list, or, where per-process memory
+    is hidden (WDDM lists processes with no figure, or none at all), the device's used memory minus the
+    driver's reserve and what this process holds."""
+    listed = sum(p.used_bytes for p in gpu.processes if not p.is_self)
+    if (hidden or (wddm and not gpu.processes)) and gpu.memory_total_bytes > 0:
+        own = sum(p.used_bytes for p in gpu.processes if p.is_self)
+        device = max(gpu.memory_used_bytes - reserved - own, 0)
+        if device > listed:
+            return device, "device"
+    return listed, "processes"
+
+
+def nvlink_active(nv: Any, handle: Any, errors: list[str]) -> int | None:
+    """Links up: NVML answers per link; "not supported" on the first means a PCIe-only GPU, "invalid argument"
+    means the device has no more links."""
+    active = 0
+    for link in range(MAX_NVLINKS):
+        try:
+            active += int(nv.nvmlDeviceGetNvLinkState(handle, link)) == 1
+        except Exception as exc:
+            code = getattr(exc, "value", None)
+            if code == _NOT_SUPPORTED or (code == _INVALID_ARGUMENT and link > 0):
+                return active
+            errors.append(f"nvlink: {exc or type(exc).__name__}")
+            return None
+    return active
+
+
+def topology(nv: Any, count: int) -> list[GpuPair]:
+    """How each pair of GPUs connects; a pair NVML will not describe is left out."""
+    pairs: list[GpuPair] = []
+    try:
+        handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(min(count, MAX_TOPOLOGY_GPUS))]
+    except Exception:
+        return pairs
+    for a in range(len(handles)):
+        for b in range(a + 1, len(handles)):
+            try:
+                level = int(nv.nvmlDeviceGetTopologyCommonAncestor(handles[a], handles[b]))
+            except Exception:
+                continue
+            pairs.append(GpuPair(a=a, b=b, level=TOPOLOGY_LEVELS.get(level, str(level))))
+    return pairs
+
+
+def _memory(nv: Any, handle: Any) -> tuple[int, int, int, int]:
+    """Total, used (everything not free, the driver's reserve included, as the first version of the query
+    counts it), free, and the reserve (the second version splits it out; 0 where only the first answers)."""
+    version = getattr(nv, "nvmlMemory_v2", None)
+    if version is not None:
+        try:
+            mem = nv.nvmlDeviceGetMemoryInfo(handle, version=version)
+            return int(mem.total), int(mem.total) - int(mem.free), int(mem.free), int(mem.reserved or 0)
+        except Exception:
+            pass
+    mem = nv.nvmlDeviceGetMemoryInfo(handle)
+    return int(mem.total), int(mem.used), int(mem.free), 0
 
 
 def _throttle_mask(nv: Any, handle: Any) -> int:
@@ -201,7 +282,7 @@ def _power_limit_mw(nv: Any, handle: Any) -> int:
         return int(nv.nvmlDeviceGetPowerManagementLimit(handle))
 
 
-def _gpu(nv: Any, index: int) -> GpuFacts:
+def _gpu(nv: Any, index: int, wddm: bool = False) -> GpuFacts:
     gpu = GpuFacts(index=index)
     errs = gpu.errors
     handle = _read(errs, "handle", lambda: nv.nvmlDeviceGetHandleByIndex(index))
@@ -212,12 +293,13 @@ def _gpu(nv: Any, index: int) -> GpuFacts:
     cc = _read(errs, "compute capability", lambda: nv.nvmlDeviceGetCudaComputeCapability(handle))
     if cc:
         gpu.compute_capability = float(f"{int(cc[0])}.{int(cc[1])}")
-    mem = _read(errs, "memory", lambda: nv.nvmlDeviceGetMemoryInfo(handle))
+    mem = _read(errs, "memory", lambda: _memory(nv, handle))
+    reserved = 0
     if mem is not None:
-        gpu.memory_total_bytes, gpu.memory_used_bytes = int(mem.total), int(mem.used)
-        gpu.memory_free_bytes = int(mem.free)
-    gpu.processes = _processes(nv, handle, errs)
-    gpu.other_processes_bytes = sum(p.used_bytes for p in gpu.processes if not p.is_self)
+        gpu.memory_total_bytes, gpu.memory_used_bytes, gpu.memory_free_bytes, reserved = mem
+    gpu.processes, hidden = _processes(nv, handle, errs)
+    gpu.other_processes_bytes, gpu.other_processes_from = held_by_others(gpu, hidden, wddm, reserved)
+    gpu.nvlink_active = nvlink_active(nv, handle, errs)
     for attr, field, fn in (
         ("pcie_gen_current", "pcie generation", nv.nvmlDeviceGetCurrPcieLinkGeneration),
         ("pcie_gen_max", "pcie max generation", nv.nvmlDeviceGetMaxPcieLinkGeneration),
@@ -280,7 +362,9 @@ def _collect(nv: Any, facts: NvmlFacts, environ: Mapping[str, str]) -> None:
         return
     facts.available = True
     facts.gpu_count = int(count)
-    facts.gpus = [_gpu(nv, i) for i in range(facts.gpu_count)]
+    facts.gpus = [_gpu(nv, i, wddm=os.name == "nt") for i in range(facts.gpu_count)]
+    if facts.gpu_count > 1:
+        facts.topology = topology(nv, facts.gpu_count)
     value = environ.get("CUDA_VISIBLE_DEVICES")
     mig = _mig_parents(nv, facts.gpu_count) if value and value.strip().startswith("MIG-") else {}
     facts.visible_indices, facts.visible_error = parse_visible_devices(value, [g.uuid for g in facts.gpus], mig)

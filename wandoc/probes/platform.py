@@ -118,6 +118,21 @@ def _read_proc_version() -> str:
         return ""
 
 
+def under_rosetta() -> bool:
+    """macOS says whether this process is translated (Rosetta 2): sysctl ``sysctl.proc_translated`` is 1."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("/usr/lib/libc.dylib")
+        value = ctypes.c_int(0)
+        size = ctypes.c_size_t(ctypes.sizeof(value))
+        if libc.sysctlbyname(b"sysctl.proc_translated", ctypes.byref(value), ctypes.byref(size), None, 0) != 0:
+            return False  # the name is unknown on Intel Macs: nothing is translated there
+        return value.value == 1
+    except Exception:
+        return False
+
+
 def probe_platform(environ: Mapping[str, str]) -> PlatformFacts:
     facts = PlatformFacts()
     try:
@@ -127,6 +142,7 @@ def probe_platform(environ: Mapping[str, str]) -> PlatformFacts:
         facts.python = platform.python_version()
         facts.python_executable = sys.executable
         facts.wsl = facts.os == "Linux" and is_wsl(_read_proc_version(), environ)
+        facts.rosetta = facts.os == "Darwin" and facts.machine == "x86_64" and under_rosetta()
         facts.shell = shell_for(facts.os, environ, _ancestor_names())
     except Exception as exc:
         facts.error = f"{type(exc).__name__}: {exc}"

@@ -20,9 +20,12 @@ import time
 from wandoc.facts import TorchDeep
 
 MARKER = "WANDOC_TORCH_DEEP "
+# compiled attention extensions: imported after torch, because one built for another torch, CUDA or Python
+# fails only there ("undefined symbol"), and the code that uses it then falls back or stops
+ATTENTION_MODULES = ("flash_attn", "flash_attn_interface", "sageattention")
 
 SCRIPT = """
-import json, sys, time
+import importlib.util, json, sys, time
 out = {"import_ok": False}
 def emit():
     sys.stdout.write("\\n" + MARKER + json.dumps(out) + "\\n")
@@ -38,6 +41,16 @@ try:
     out["cudnn_version"] = int(torch.backends.cudnn.version() or 0)
 except BaseException:
     pass
+imports = {}
+for name in ATTENTION_MODULES:
+    try:
+        if importlib.util.find_spec(name) is None:
+            continue
+        __import__(name)
+        imports[name] = "ok"
+    except BaseException as exc:
+        imports[name] = (type(exc).__name__ + ": " + str(exc))[:300]
+out["attention_imports"] = imports
 try:
     out["cuda_available"] = bool(torch.cuda.is_available())
     if out["cuda_available"]:
@@ -56,7 +69,7 @@ try:
 except BaseException as exc:
     out["error"] = type(exc).__name__ + ": " + str(exc)
 emit()
-""".replace("MARKER", repr(MARKER))
+""".replace("MARKER", repr(MARKER)).replace("ATTENTION_MODULES", repr(ATTENTION_MODULES))
 
 _FIELDS = set(TorchDeep.model_fields) - {"ran", "seconds"}
 

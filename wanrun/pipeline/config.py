@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DtypeName = Literal["bf16", "fp16", "fp32"]
-PresetName = Literal["tiny", "small", "wan-1.3b"]
+PresetName = Literal["tiny", "demo", "small", "wan-1.3b"]
 
 LATENT_CHANNELS = 16
 VAE_STRIDE = (4, 8, 8)  # (time, height, width) compression of the latent, as in Wan's VAE
@@ -44,6 +44,9 @@ class PresetSpec:
 
 PRESETS: dict[str, PresetSpec] = {
     "tiny": PresetSpec(64, 2, 2, 128, 64, 16, (64, 64), 5),
+    # small's weights (36M parameters, 138 MiB in fp32) at tiny's shape: past every runtime rule's byte floor,
+    # seconds a step on a CPU, so the fp32-weights regression shows on the machine the README sets up
+    "demo": PresetSpec(512, 8, 8, 2048, 512, 64, (64, 64), 5),
     "small": PresetSpec(512, 8, 8, 2048, 512, 64, (320, 192), 17),
     "wan-1.3b": PresetSpec(1536, 30, 12, 8960, 4096, 512, (832, 480), 81),
 }
@@ -59,10 +62,10 @@ class PipelineConfig(BaseModel):
 
     prompt: str = "a red fox running through snow"
     negative_prompt: str = ""
-    preset: PresetName = "tiny"
+    preset: PresetName = "demo"
     steps: int = Field(8, ge=1, le=1000)
-    size: tuple[int, int] = Field(PRESETS["tiny"].default_size, description="(width, height); '832x480' is accepted")
-    frames: int = Field(PRESETS["tiny"].default_frames, ge=1, le=1025, description="4k+1, as Wan requires")
+    size: tuple[int, int] = Field(PRESETS["demo"].default_size, description="(width, height); '832x480' is accepted")
+    frames: int = Field(PRESETS["demo"].default_frames, ge=1, le=1025, description="4k+1, as Wan requires")
     seed: int = Field(0, ge=0, lt=2**63)
     device: str = "auto"
     guide_scale: float = Field(5.0, ge=1.0, le=50.0)
@@ -162,11 +165,29 @@ class PipelineConfig(BaseModel):
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def resolved_dtypes(self, device_type: str) -> tuple[DtypeName, DtypeName]:
-        """(compute, weights) dtypes. On the CPU, compute is fp32 unless the caller chose a dtype (or the weights')."""
+        """(compute, weights) dtypes. On the CPU, compute is fp32 unless the caller chose a dtype (or the weights'),
+        except under fp32 weights: that switch is about autocast re-casting them, so it keeps bf16 autocast."""
         compute: DtypeName = self.dtype
         if device_type == "cpu" and "dtype" not in self.model_fields_set:
             compute = self.weights_dtype if self.weights_dtype in ("bf16", "fp16") else "fp32"
+            if self.weights_dtype == "fp32":
+                compute = "bf16"
         return compute, self.weights_dtype or compute
+
+    def placement_switches(self) -> list[str]:
+        """The switches that move tensors between host and device (as their CLI flags): none exist on a CPU."""
+        on = {"--offload": self.offload, "--cpu-block": self.cpu_block is not None, "--host-copy": self.host_copy}
+        return [flag for flag, set_ in on.items() if set_]
+
+    def check_device(self, device_type: str) -> None:
+        """ValueError (one line) when a switch cannot show on this device: copies and residency need a GPU."""
+        switches = self.placement_switches()
+        if device_type == "cpu" and switches:
+            raise ValueError(
+                f"{' and '.join(switches)} {'shows' if len(switches) == 1 else 'show'} only on a GPU: on a CPU run "
+                "nothing crosses between host and device. "
+                "On this machine try --preset demo --weights-dtype fp32 (weights re-cast every step)"
+            )
 
 
 def latent_shape(size: tuple[int, int], frames: int) -> tuple[int, int, int, int]:

@@ -8,7 +8,7 @@
   loads its models, autocast caches nothing and re-casts every weight in every forward.
 - host_copy: the latents live on the host between steps (the run loop copies them in and out each step).
 
-On a CPU-only run the placement switches are no-ops; `apply_regressions` says so rather than pretend.
+The placement switches need a device apart from the host: a CPU run refuses them (PipelineConfig.check_device).
 """
 
 from __future__ import annotations
@@ -71,27 +71,17 @@ def apply_regressions(dit: WanStyleDiT, cfg: PipelineConfig, device: torch.devic
     compute, weights = cfg.resolved_dtypes(device.type)
     blocks = dit.blocks
     notes: dict[str, str] = {}
-    on_cpu = device.type == "cpu"
     placement = block_placement(cfg, device)
     if cfg.offload:
-        if on_cpu:
-            notes["offload"] = "no-op: the run is on the CPU, there is no device to offload from"
-        else:
-            moved = [i for i, p in enumerate(placement) if p == "offload"]
-            for i in moved:
-                add_offload_hooks(blocks[i], device)
-            notes["offload"] = f"{len(moved)} blocks live on the CPU and move to {device} and back around each forward"
+        moved = [i for i, p in enumerate(placement) if p == "offload"]
+        for i in moved:
+            add_offload_hooks(blocks[i], device)
+        notes["offload"] = f"{len(moved)} blocks live on the CPU and move to {device} and back around each forward"
     if cfg.cpu_block is not None:
-        if on_cpu:
-            notes["cpu_block"] = f"no-op: the run is on the CPU, block {cfg.cpu_block} is there anyway"
-        else:
-            keep_on_cpu(blocks[cfg.cpu_block], device, TORCH_DTYPES[compute])
-            notes["cpu_block"] = f"blocks.{cfg.cpu_block} stays on the CPU; its inputs and output cross each forward"
+        keep_on_cpu(blocks[cfg.cpu_block], device, TORCH_DTYPES[compute])
+        notes["cpu_block"] = f"blocks.{cfg.cpu_block} stays on the CPU; its inputs and output cross each forward"
     if weights == "fp32" and compute != "fp32":
         notes["weights_dtype"] = f"fp32 weights under {compute} autocast: every weight is re-cast in every forward"
     if cfg.host_copy:
-        if on_cpu:
-            notes["host_copy"] = "no-op: the run is on the CPU, the latents are on the host anyway"
-        else:
-            notes["host_copy"] = f"latents live on the host: copied to {device} and back every step"
+        notes["host_copy"] = f"latents live on the host: copied to {device} and back every step"
     return notes

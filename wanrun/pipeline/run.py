@@ -39,8 +39,9 @@ class PipelineResult:
 
 
 def resolve_device(cfg: PipelineConfig) -> torch.device:
-    """The run's device; asking for CUDA where torch sees none fails here with the reason."""
+    """The run's device; asking for CUDA where torch sees none, or a GPU-only switch on a CPU, fails here."""
     device = torch.device(cfg.resolved_device())
+    cfg.check_device(device.type)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(
