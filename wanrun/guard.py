@@ -269,6 +269,7 @@ class Guard:
         self._named: NamedHooks | None = None
         self._discovery: discovery.Discovery | None = None
         self._late: dict[int, torch.utils.hooks.RemovableHandle] = {}
+        self._hooked: dict[int, _Attached] = {}  # id of a module whose forwards are counted -> its denoiser
 
     @staticmethod
     def _rule_paths(rules: Sequence[Rule] | Sequence[str | Path] | None) -> list[Path]:
@@ -458,6 +459,7 @@ class Guard:
         if is_denoiser:
             for point in discovery.hook_points(model):
                 self._hook(attached, point)
+                self._hooked[id(point)] = attached
             if self._discovery is not None:
                 self._discovery.remove()
             self._compiled = self._compiled or discovery.compiled(model)
@@ -624,7 +626,7 @@ class Guard:
         if sum(a.denoiser for a in self._models) != 1:
             return
         attached = next(a for a in self._models if a.denoiser)
-        if attached.model is not module and module not in discovery.hook_points(attached.model):
+        if self._hooked.get(id(module)) is not attached:
             return
         kind = type(attached.watched)
         names = set(cached_targets(tuple(self._rule_dirs)).denoisers)
@@ -693,10 +695,8 @@ class Guard:
         return [(p, a.name, a.watched) for p, a in self._prefixed()]
 
     def _expert_of(self, module: nn.Module) -> str:
-        for a in self._models:
-            if a.denoiser and (a.model is module or a.watched is module or module in discovery.hook_points(a.model)):
-                return a.name
-        return ""
+        attached = self._hooked.get(id(module))
+        return attached.name if attached is not None else ""
 
     def _pre_forward(self, module: nn.Module, args: Any) -> None:
         if not self._autocast_seen:
