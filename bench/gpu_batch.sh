@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # On the GPU machine: `bench/gpu_batch.sh tests` runs the GPU tests; `bench/gpu_batch.sh runs` runs `wandoc check
 # --deep`, the regressions under `wanrun generate` and a user's checkout under `--repo`; `bench/gpu_batch.sh bench`
-# the guard-overhead benchmark (each part fits one device call). Logs go to $OUT; a short table prints last. Wheels the machine lacks
+# the guard-overhead benchmark; `bench/gpu_batch.sh everywhere` the guard around diffusers, unnamed models and
+# torch.compile (tests/gpu/test_guard_everywhere_gpu.py, then bench/bench_compile_guard.py) (each part fits one
+# device call; diffusers, transformers and accelerate travel in .whl/ when the machine lacks them). Logs go to $OUT; a short table prints last. Wheels the machine lacks
 # travel in .whl/.
 set -uo pipefail
-PART=${1:-runs}  # tests | runs | repo (the --repo part of runs alone) | bench
+PART=${1:-runs}  # tests | runs | repo (the --repo part of runs alone) | bench | everywhere
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -19,6 +21,13 @@ python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/mach
 if [ "$PART" = bench ]; then  # the guard's overhead, both shapes; alone, it fills most of one call
   timeout 570 python3 bench/bench_guard_overhead.py --runs "${RUNS:-8}" --python-costs \
     --json "$OUT/guard_overhead.json" 2>&1 | tee "$OUT/bench.log" | tail -12
+  exit 0
+fi
+if [ "$PART" = everywhere ]; then
+  timeout 400 python3 -m pytest -q -m gpu tests/gpu/test_guard_everywhere_gpu.py -p no:cacheprovider 2>&1 \
+    | tee "$OUT/everywhere_tests.log" | tail -30
+  timeout 170 python3 bench/bench_compile_guard.py --json "$OUT/compile_guard.json" 2>&1 \
+    | tee "$OUT/compile_guard.log" | tail -30
   exit 0
 fi
 if [ "$PART" = tests ]; then
@@ -69,7 +78,8 @@ for path in sorted(glob.glob(f"{out}/run_*.json")) + sorted(glob.glob(f"{out}/re
         print(f"{os.path.basename(path)[:-5]:22s} no steps: {r['summary'].get('error')}"); continue
     s = r["steps"][1] if len(r["steps"]) > 1 else r["steps"][0]
     rules = ",".join(sorted({f["rule"] for f in r["findings"] if f["severity"] != "info"}))
-    print(f"{os.path.basename(path)[:-5]:22s} {s['seconds']:7.3f} {s['h2d_bytes']/2**20:8.1f} "
-          f"{s['cast_bytes']/2**20:8.1f} {s['repeated_cast_bytes']/2**20:8.1f} {s['cpu_ops']:7d}  {rules}")
+    n = lambda key: s.get(key) or 0  # null: the step was not inspected (schema 2)
+    print(f"{os.path.basename(path)[:-5]:22s} {s['seconds']:7.3f} {n('h2d_bytes')/2**20:8.1f} "
+          f"{n('cast_bytes')/2**20:8.1f} {n('repeated_cast_bytes')/2**20:8.1f} {n('cpu_ops'):7d}  {rules}")
 PY
 grep -E "s/step|worse" "$OUT/repo_compare.txt" | head -4

@@ -37,7 +37,7 @@ def test_bisect_names_the_slow_attention_commit_and_a_rule_follows(
                               "--threshold", "1.5", "--", "--ckpt_dir", str(runnable.ckpt_dir), "--size", "64*64"],
                              capsys)  # fmt: skip
     assert code == 0, out + err
-    assert f"first bad commit: {runnable.slow_attention}" in out
+    assert f"first bad commit: {runnable.slow_attention}" in out, out
     assert "sdpa_flash_disabled" in out and "mask_per_call" in out
     assert f"--from {runnable.slow_attention[:7]}" in out
     assert_clean(repo, before, temp_root)

@@ -56,7 +56,7 @@ def test_fixed_regression_shows_as_gone() -> None:
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [("{", "not a JSON report"), ('{"schema": "wandoc.check/1"}', "expected 'wanrun.report/1'"), ("[]", "schema"),
+    [("{", "not a JSON report"), ('{"schema": "wandoc.check/1"}', "expected one of"), ("[]", "schema"),
      ('{"schema": "wanrun.report/1", "steps": [{"seconds": "slow"}]}', "steps.0.seconds")],
 )  # fmt: skip
 def test_bad_report_files(tmp_path: Path, content: str, needle: str) -> None:
@@ -73,7 +73,7 @@ def test_report_round_trip(tmp_path: Path) -> None:
     path.write_text(report(0.5, findings=("RUN-SYNCS",)).to_json())
     loaded = load_report(path)
     assert loaded.steps[0].seconds == 0.75 and loaded.findings[0].rule == "RUN-SYNCS"
-    assert json.loads(path.read_text())["schema"] == "wanrun.report/1"
+    assert json.loads(path.read_text())["schema"] == "wanrun.report/2"
 
 
 def test_step_time_leaves_out_the_inspected_steps() -> None:

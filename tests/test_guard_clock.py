@@ -147,7 +147,8 @@ def test_a_phase_after_the_loop_judges_the_last_step_before_it_runs() -> None:
                 model(x)
         with g.phase("decode"):
             decoded.append(True)
-    assert stop.value.finding.step == 2 and decoded == [] and g.report.phases == []
+    assert stop.value.finding.step == 2 and decoded == []
+    assert [p.name for p in g.report.phases] == ["denoise"]  # the loop, timed; the decode never ran
 
 
 def test_the_guards_exit_judges_what_is_left_without_raising() -> None:
@@ -188,7 +189,7 @@ def test_a_host_clock_knows_each_step_at_its_end() -> None:
     timing = clock.start()
     clock.stop(timing)
     assert not clock.on_device and timing.seconds is not None and timing.seconds == timing.host_seconds >= 0
-    assert clock.poll(timing) and timing.peak == 0
+    assert clock.poll(timing) and timing.peak is None  # no allocator to read
 
 
 def test_findings_name_the_step_that_made_them() -> None:

@@ -433,7 +433,7 @@ def test_every_runtime_rule_loads_and_passes_its_examples() -> None:
 
 
 def test_run_rules_judge_the_whole_run(tmp_path: Any, clean_state: None) -> None:
-    with guard(device="cpu", nvml=False) as g:
+    with guard(device="cpu", nvml=False, model=small_dit()) as g:
         g.record_output(tmp_path / "missing.mp4")
     assert [f.rule for f in g.report.findings] == ["RUN-NO-OUTPUT"]
     assert g.report.findings[0].step is None

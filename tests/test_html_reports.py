@@ -117,8 +117,9 @@ def test_doctor_findings_come_from_the_report_or_the_caller() -> None:
 
 
 def test_plots_of_inspected_figures_draw_only_inspected_steps() -> None:
-    steps = [StepMetrics(index=i, seconds=1.0 + i / 10, deep=i in (0, 1, 5), h2d_bytes=(3 << 30) if i in (0, 1, 5)
-                         else 0, vram_used_bytes=8 << 30, gpu_util=40.0) for i in range(10)]  # fmt: skip
+    inspected = {"h2d_bytes": 3 << 30, "cast_bytes": 0, "repeated_cast_bytes": 0, "cpu_ops": 0, "syncs": 0}
+    steps = [StepMetrics(index=i, seconds=1.0 + i / 10, deep=i in (0, 1, 5), vram_used_bytes=8 << 30, gpu_util=40.0,
+                         **(inspected if i in (0, 1, 5) else {})) for i in range(10)]  # fmt: skip
     finding = Finding(rule="RUN-OFFLOAD-TRAFFIC", severity="warning", title="t", message="m", step=5, module="blocks.3")
     page = render_report_html(Report(steps=steps, findings=[finding]))
     lines = polylines(page)

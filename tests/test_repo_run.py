@@ -306,3 +306,31 @@ def test_ctrl_c_in_the_users_loop_keeps_a_partial_report(tmp_path: Path) -> None
     assert runner.outcome.interrupted and runner.outcome.exit_code == 130
     assert 0 < len(guard.report.steps) < 6 and guard._open is None and guard.report.summary.interrupted
     assert builtins.__import__ is before and not nn.modules.module._global_forward_pre_hooks
+
+
+@pytest.mark.parametrize("how", ["torch.compile(model)", "model.compile()"])
+def test_a_compiled_denoiser_runs_under_the_guards(runnable: RunnableRepo, tmp_path: Path, capsys, how: str) -> None:
+    """A fork that compiles its DiT: the run goes through (the guard's hooks stay out of dynamo's way), the steps
+    are the scheduler's, and what dynamo compiled is counted per step."""
+    import torch
+
+    repo = runnable.checkout_at("fast", tmp_path / "wan")
+    t2v = repo / "wan" / "text2video.py"
+    compiled = {
+        "torch.compile(model)": 'self.model = torch.compile(self.model, backend="eager")',
+        "model.compile()": 'self.model.compile(backend="eager")',
+    }[how]
+    source = t2v.read_text().replace(
+        "        self.model.eval().requires_grad_(False)\n",
+        f"        self.model.eval().requires_grad_(False)\n        {compiled}\n",
+    )
+    t2v.write_text(source)
+    torch._dynamo.reset()
+    code = wanrun("generate", "--repo", str(repo), "--report", str(tmp_path / "r.json"), "--",
+                  *runnable.args(steps=3))  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = load(tmp_path / "r.json")
+    assert [s.forwards for s in report.steps] == [2, 2, 2] and report.run.compiled
+    assert report.steps[0].compiles and report.steps[0].compiles >= 1
+    assert report.summary.error is None

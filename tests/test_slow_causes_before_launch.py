@@ -826,7 +826,7 @@ def test_docs_table_matches_the_scoreboard() -> None:
             assert re.findall(r"`([A-Z0-9-]+)`", before) == list(cause.rules), cause.number
             assert ("pending" in before) == bool(cause.pending), cause.number
             assert ("not caught" in before) == bool(cause.not_caught), cause.number
-        assert "see guard" in during, cause.number
+        assert during, cause.number  # the run-time column is held by tests/test_slow_causes_during_run.py
     text = (ROOT / "docs" / "slow-causes.md").read_text(encoding="utf-8")
     count = sum(caught(c) for c in CAUSES if not c.no_signal)
     assert f"**{count} of 22**" in text

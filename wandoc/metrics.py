@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wandoc.engine import Finding
 
-REPORT_SCHEMA = "wanrun.report/1"
+REPORT_SCHEMA = "wanrun.report/2"
+# Reports this version reads. In /1 a step that was not inspected carried 0 for what it did not measure; /2 says
+# null. A /1 report is read as /2: its unmeasured zeros become nulls (see ``Report``).
+REPORT_SCHEMAS = ("wanrun.report/1", REPORT_SCHEMA)
+# what only per-op inspection measures: null on the steps that were not inspected
+INSPECTED_ONLY = (
+    "h2d_bytes", "d2h_bytes", "copies", "h2d_copies", "d2h_copies", "pageable_copy_bytes", "blocking_copies",
+    "weight_h2d_bytes", "cast_bytes", "cast_count", "repeated_cast_bytes", "repeated_casts", "activation_cast_bytes",
+    "chosen_cast_bytes", "cpu_ops", "cpu_flops", "syncs", "attention", "attention_math_bytes", "inspect_seconds",
+)  # fmt: skip
 
 
 PhaseName = Literal["load", "encode", "denoise", "decode", "save", "other"]
@@ -34,58 +43,141 @@ class ModuleVolume(_M):
 
 
 class StepMetrics(_M):
+    """One denoising step. Figures that only per-op inspection measures (copies, casts, syncs, CPU ops,
+    attention kernels) are null on the steps that were not inspected (``deep`` false); device figures are null
+    where the device cannot show them. Null means "not measured", never "none"."""
+
     index: int = Field(0, description="Step number, from 0.")
     seconds: float = Field(0.0, description="Wall time of the step, in seconds.")
     forwards: int = Field(0, description="Denoiser forwards in this step (2 with classifier-free guidance).")
-    h2d_bytes: int = Field(0, description="Bytes copied host to device (measured in inspected steps only).")
-    d2h_bytes: int = Field(0, description="Bytes copied device to host (measured in inspected steps only).")
-    copies: int = Field(0, description="Host-device copies, both directions.")
-    h2d_copies: int = Field(0, description="Host-to-device copies.")
-    d2h_copies: int = Field(0, description="Device-to-host copies.")
-    pageable_copy_bytes: int = Field(0, description="Copied bytes whose host side is not pinned.")
-    blocking_copies: int = Field(0, description="Copies the host waited for.")
-    weight_h2d_bytes: int = Field(
-        0, description="Host-to-device bytes of module parameters and buffers (offload traffic)."
+    h2d_bytes: int | None = Field(None, description="Bytes copied host to device (null: step not inspected).")
+    d2h_bytes: int | None = Field(None, description="Bytes copied device to host (null: step not inspected).")
+    copies: int | None = Field(None, description="Host-device copies, both directions (null: not inspected).")
+    h2d_copies: int | None = Field(None, description="Host-to-device copies (null: not inspected).")
+    d2h_copies: int | None = Field(None, description="Device-to-host copies (null: not inspected).")
+    pageable_copy_bytes: int | None = Field(
+        None, description="Copied bytes whose host side is not pinned (null: not inspected)."
     )
-    cast_bytes: int = Field(0, description="Output bytes of all dtype casts.")
-    cast_count: int = Field(0, description="Dtype casts.")
-    repeated_cast_bytes: int = Field(
-        0, description="Bytes of casts of a tensor already cast in an earlier step (weights cast again)."
+    blocking_copies: int | None = Field(
+        None, description="Host-device copies the host waited for: non_blocking not asked for (null: not inspected)."
     )
-    repeated_casts: int = Field(0, description="Casts of a tensor already cast in an earlier step.")
-    activation_cast_bytes: int = Field(0, description="Bytes of casts of fresh tensors (activations).")
-    cpu_ops: int = Field(
-        0, description="Heavy ops (matmul, conv, attention) run on CPU tensors while a GPU is expected."
+    weight_h2d_bytes: int | None = Field(
+        None,
+        description="Host-to-device bytes of module parameters and buffers, offload traffic (null: not inspected).",
     )
-    cpu_flops: float = Field(0.0, description="Floating-point operations of those CPU ops.")
+    cast_bytes: int | None = Field(None, description="Output bytes of all dtype casts (null: not inspected).")
+    cast_count: int | None = Field(None, description="Dtype casts (null: not inspected).")
+    repeated_cast_bytes: int | None = Field(
+        None,
+        description="Bytes of casts of a weight already cast in an earlier forward, not by a cast the user chose "
+        "(null: not inspected).",
+    )
+    repeated_casts: int | None = Field(None, description="Casts counted in repeated_cast_bytes (null: not inspected).")
+    activation_cast_bytes: int | None = Field(
+        None, description="Bytes of casts of fresh tensors, activations (null: not inspected)."
+    )
+    chosen_cast_bytes: int | None = Field(
+        None,
+        description="Bytes cast by a casting the user chose, diffusers' layerwise casting: weights stored in one "
+        "dtype and cast to the compute dtype around each forward (null: not inspected).",
+    )
+    cpu_ops: int | None = Field(
+        None,
+        description="Heavy ops (matmul, conv, attention) run on CPU tensors while a GPU is expected "
+        "(null: not inspected).",
+    )
+    cpu_flops: float | None = Field(
+        None, description="Floating-point operations of those CPU ops (null: not inspected)."
+    )
+    attention: dict[str, int] | None = Field(
+        None,
+        description="Attention calls by the kernel that ran, from the op names: flash, efficient (memory-efficient), "
+        "cudnn, cpu_flash, flash_attn (the flash-attn package), sage, math (scores materialised: a softmax over "
+        "a score matrix) (null: not inspected).",
+    )
+    attention_math_bytes: int | None = Field(
+        None, description="Bytes of the score matrices math attention materialised (null: not inspected)."
+    )
     cpu_resident: list[str] = Field(
-        default_factory=list, description="Modules with parameters on the CPU at step time."
+        default_factory=list,
+        description="Modules with parameters on the CPU at step time, that computed in this step or whose expert "
+        "did (an idle expert parked on the CPU is in parked).",
     )
-    cpu_resident_bytes: int = Field(0, description="Bytes of parameters on the CPU at step time.")
-    syncs: int = Field(
-        0, description="Times the host waited for the GPU: .item(), .cpu(), nonzero and friends, blocking reads."
+    cpu_resident_bytes: int = Field(0, description="Bytes of the parameters in cpu_resident.")
+    parked: list[str] = Field(
+        default_factory=list,
+        description="Experts of a two-expert model (Wan2.2 A14B) kept on the CPU while the other one computes: "
+        "Wan's init_on_cpu or offload, a choice, not a regression.",
     )
-    vram_peak_bytes: int = Field(0, description="Torch allocator peak in this step (0: not read).")
-    vram_used_bytes: int = Field(0, description="VRAM this process holds, from NVML (0: not read).")
-    vram_total_bytes: int = Field(0, description="Dedicated VRAM of the GPU, from NVML.")
+    parked_bytes: int = Field(0, description="Bytes of the parked experts' parameters.")
+    experts_run: list[str] = Field(
+        default_factory=list, description="The denoisers (experts) that ran forwards in this step, by name."
+    )
+    new_experts: list[str] = Field(
+        default_factory=list, description="The denoisers that ran for the first time in this run in this step."
+    )
+    weights_in_bytes: int = Field(
+        0,
+        description="Bytes of denoiser parameters that came onto the device since the previous step, read from "
+        "where parameters live (every step): an expert switch, a model moved between steps.",
+    )
+    weights_out_bytes: int = Field(
+        0, description="Bytes of denoiser parameters that went back to the CPU since the previous step."
+    )
+    syncs: int | None = Field(
+        None,
+        description="Times the host waited for the GPU: .item(), .cpu(), nonzero and friends, blocking reads "
+        "(null: not inspected).",
+    )
+    compiles: int | None = Field(
+        None,
+        description="Graphs torch.compile (dynamo) compiled during the step, recompiles included "
+        "(null: torch.compile not in use).",
+    )
+    compile_seconds: float | None = Field(
+        None, description="Seconds dynamo spent compiling during the step (null: torch.compile not in use)."
+    )
+    inspect_seconds: float | None = Field(
+        None,
+        description="Estimated host time the guard's per-op inspection added to this step: ops seen times the "
+        "per-op cost measured when the guard started (null: not inspected).",
+    )
+    vram_peak_bytes: int | None = Field(None, description="Torch allocator peak in this step (null: not read).")
+    vram_reserved_bytes: int | None = Field(
+        None, description="Memory the allocator holds from the device at the step's end (null: not read)."
+    )
+    vram_used_bytes: int | None = Field(None, description="VRAM this process holds, from NVML (null: not read).")
+    vram_total_bytes: int | None = Field(None, description="Dedicated VRAM of the GPU, from NVML (null: not read).")
     gpu_util: float | None = Field(None, description="Mean NVML utilisation over the step, percent (null: not read).")
     power_w: float | None = Field(None, description="Mean power draw over the step, watts (null: not read).")
+    ram_available_bytes: int | None = Field(
+        None, description="System RAM available at the step's end (null: not read this step)."
+    )
+    ram_total_bytes: int | None = Field(None, description="System RAM in all (null: not read this step).")
+    swap_used_bytes: int | None = Field(None, description="Swap in use at the step's end (null: not read this step).")
     deep: bool = Field(
         False, description="Per-op inspection ran in this step: copy, cast, sync and CPU-op figures exist only then."
     )
     process_rank: int = Field(0, description="The process (torchrun rank) that ran it; 0 for a single process.")
     offload_hooks: bool = Field(False, description="Accelerate-style offload hooks seen on modules (a chosen offload).")
+    layerwise_casting: bool = Field(
+        False, description="Diffusers' layerwise casting hooks seen on the denoiser (a chosen storage dtype)."
+    )
     top_h2d: list[ModuleVolume] = Field(
-        default_factory=list, description="Modules that copied the most bytes host to device in this step."
+        default_factory=list,
+        description="Modules that copied the most bytes host to device in this step (empty: not inspected).",
     )
     top_casts: list[ModuleVolume] = Field(
-        default_factory=list, description="Modules whose weights were cast the most in this step, in bytes."
+        default_factory=list,
+        description="Modules whose weights were cast the most in this step, in bytes (empty: not inspected).",
     )
     top_cpu: list[ModuleVolume] = Field(
-        default_factory=list, description="Modules that ran the most heavy ops on the CPU in this step."
+        default_factory=list,
+        description="Modules that ran the most heavy ops on the CPU in this step (empty: not inspected).",
     )
     top_syncs: list[ModuleVolume] = Field(
-        default_factory=list, description="Modules that made the host wait for the GPU the most in this step."
+        default_factory=list,
+        description="Modules that made the host wait for the GPU the most in this step (empty: not inspected).",
     )
 
 
@@ -103,6 +195,20 @@ class RunInfo(_M):
     )
     denoiser: str = Field("", description="Class name of the model judged.")
     model_weight_bytes: int = Field(0, description="Parameters and buffers of the denoiser(s), in bytes.")
+    experts: int = Field(0, description="Denoisers watched: 2 for a two-expert model (Wan2.2 A14B), 0 for none.")
+    found_by: str = Field(
+        "",
+        description="How the denoiser was found: model (given), class NAME (by class, rules/runtime/targets.toml), "
+        "size (the largest module run every step), empty when none was.",
+    )
+    compiled: bool = Field(False, description="The denoiser, or a part of it, runs under torch.compile.")
+    gpu_capability: float | None = Field(None, description="CUDA compute capability of the run's GPU, e.g. 9.0.")
+    cudnn_version: int | None = Field(None, description="cuDNN version torch uses, as torch reports it (91002).")
+    alloc_conf: str = Field("", description="PYTORCH_CUDA_ALLOC_CONF as the run saw it.")
+    swap_used_start_bytes: int | None = Field(None, description="Swap in use when the guard started.")
+    inspect_op_seconds: float | None = Field(
+        None, description="Host cost of inspecting one op, measured when the guard started (seconds)."
+    )
     model_param_dtype: str = Field("", description="Dtype of the denoiser's parameters.")
     autocast_dtype: str = Field("", description="Autocast dtype; empty when autocast is off.")
     steps_total: int = Field(0, description="Steps the run was asked for.")
@@ -123,12 +229,19 @@ class StepHistory(_M):
     median_seconds: float = Field(0.0, description="Their median wall time, in seconds.")
     first_seconds: float = Field(0.0, description="Wall time of step 0, in seconds.")
     max_vram_used_bytes: int = Field(0, description="Most VRAM the process held in those steps (NVML).")
+    first_inspect_seconds: float = Field(
+        0.0, description="The inspection's estimated share of step 0's time, seconds (step 0 is always inspected)."
+    )
+    first_compile_seconds: float = Field(0.0, description="Seconds torch.compile spent compiling in step 0.")
 
 
 class Phase(_M):
     name: PhaseName = Field(description="What the phase was: load, encode, denoise, decode, save, other.")
     seconds: float = Field(0.0, description="Wall time of the phase, in seconds.")
     label: str = Field("", description="The name given to a phase of another kind (name is then other).")
+    read_bytes: int | None = Field(
+        None, description="Bytes this process read from storage during the phase (null: not readable here)."
+    )
 
 
 class Summary(_M):
@@ -147,6 +260,14 @@ class Summary(_M):
         None, description="Mean NVML utilisation over the steps, percent (null: not read)."
     )
     phases: dict[PhaseName, float] = Field(default_factory=dict, description="Seconds per phase name.")
+    phase_read_bytes: dict[PhaseName, int] = Field(
+        default_factory=dict, description="Bytes read from storage per phase name, where it could be read."
+    )
+    denoisers: int = Field(0, description="Denoisers the guard watched (0: nothing was watched).")
+    compiles_total: int | None = Field(None, description="Graphs torch.compile compiled during the steps.")
+    weights_in_bytes_total: int = Field(
+        0, description="Denoiser parameters moved onto the device between steps, in bytes (expert switches)."
+    )
     checked: list[str] = Field(default_factory=list, description="What the guards could see.")
     not_checked: list[str] = Field(
         default_factory=list,
@@ -173,7 +294,11 @@ class Summary(_M):
 
 
 class Report(_M):
-    schema_: str = Field(default=REPORT_SCHEMA, alias="schema", description="Always wanrun.report/1.")
+    schema_: str = Field(
+        default=REPORT_SCHEMA,
+        alias="schema",
+        description="wanrun.report/2; wanrun.report/1 files (written before nulls) are read too.",
+    )
     run: RunInfo = Field(default_factory=RunInfo, description="What ran, where.")
     phases: list[Phase] = Field(default_factory=list, description="Phases in the order they ran.")
     steps: list[StepMetrics] = Field(default_factory=list, description="One entry per denoising step.")
@@ -185,7 +310,27 @@ class Report(_M):
     )
     summary: Summary = Field(default_factory=Summary, description="Totals, medians and what was and was not checked.")
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # ``model_dump_json()`` as a user would call it writes "schema", as ``wanrun report`` expects
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, serialize_by_alias=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unmeasured_is_null(cls, data: Any) -> Any:
+        """A /1 report wrote 0 for what a step did not measure: read those as null, as /2 writes them."""
+        if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMAS[0]:
+            return data
+        steps = []
+        for step in data.get("steps") or []:
+            if isinstance(step, dict):
+                step = dict(step)
+                if not step.get("deep"):
+                    for key in INSPECTED_ONLY:
+                        step[key] = None
+                for key in ("vram_peak_bytes", "vram_used_bytes", "vram_total_bytes"):
+                    if step.get(key) == 0:
+                        step[key] = None
+            steps.append(step)
+        return {**data, "steps": steps}
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)

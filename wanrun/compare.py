@@ -2,9 +2,10 @@
 
 Per-step metrics are compared as medians over steps, so a run of 10 steps compares with a run of 50 and one
 slow first step (compile, cold caches) does not decide the verdict. Copies, casts, syncs and CPU ops are medians
-over the inspected steps only: the other steps were not looked at op by op, and their zeros would hide a
-regression that every inspected step shows. Step time is the median of the other steps, whose time is the run's
-own (an inspected step also pays for the inspection). Notes (``info``) never count as new findings.
+over the inspected steps only: the other steps were not looked at op by op (their figures are null; reports of
+schema /1 wrote 0 there, and are read with those zeros as nulls). Step time is the median of the other steps,
+whose time is the run's own (an inspected step also pays for the inspection). Notes (``info``) never count as new
+findings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from wandoc.bounded import FileRefused, load_json
 from wandoc.errors import first_error
-from wandoc.metrics import REPORT_SCHEMA, Report, StepMetrics
+from wandoc.metrics import REPORT_SCHEMAS, Report, StepMetrics
 
 
 class ReportError(ValueError):
@@ -32,7 +33,7 @@ class Metric:
     unit: str  # "s", "bytes", "count", "%"
     read: Callable[[StepMetrics], float | None]
     higher_is_worse: bool = True
-    inspected_only: bool = False  # measured by per-op inspection: 0 on the other steps means "not looked"
+    inspected_only: bool = False  # measured by per-op inspection: null on the other steps
     plain_only: bool = False  # a time: inspected steps carry the inspection's own cost, so they are left out
 
 
@@ -79,9 +80,10 @@ def load_report(path: Path) -> Report:
         data = load_json(path, kind="a JSON report")
     except FileRefused as exc:
         raise ReportError(f"{path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema") not in REPORT_SCHEMAS:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"{path}: schema {found!r}, expected {REPORT_SCHEMA!r} (a `wanrun generate --report` file)")
+        expected = ", ".join(REPORT_SCHEMAS)
+        raise ReportError(f"{path}: schema {found!r}, expected one of {expected} (a `wanrun generate --report` file)")
     try:
         return Report.model_validate(data)
     except ValidationError as exc:

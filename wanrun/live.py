@@ -69,10 +69,10 @@ class LiveView:
         if deep is not None:
             tag = "" if deep is step else f" (step {deep.index})"
             if self.gpu:
-                parts.append(f"H2D {deep.h2d_bytes / MB:.1f} MB/step{tag}")
+                parts.append(f"H2D {(deep.h2d_bytes or 0) / MB:.1f} MB/step{tag}")
                 tag = ""
-            parts.append(f"cast {deep.cast_bytes / MB:.1f} MB/step{tag}")
-            parts.append(f"CPU ops {deep.cpu_ops}")
+            parts.append(f"cast {(deep.cast_bytes or 0) / MB:.1f} MB/step{tag}")
+            parts.append(f"CPU ops {deep.cpu_ops or 0}")
         return "  ".join(parts)
 
     def on_step(self, step: StepMetrics) -> None:

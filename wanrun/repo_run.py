@@ -41,16 +41,17 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from wandoc.errors import failure_line
 from wandoc.metrics import Phase
 from wanrun import ending
 from wanrun.guard import Guard, GuardStop
+from wanrun.guards.discovery import class_names, denoisers_on_stack, inner, owner_of
 from wanrun.guards.handles import remove_handles
+from wanrun.guards.named import mark
 from wanrun.targets import Targets
-
-_OWNER_FRAMES = 8  # how far up the stack to look for the object that holds a denoiser
 
 
 class ScriptError(ValueError):
@@ -70,10 +71,6 @@ class ScriptOutcome:
 # Taken at import, before any script runs: the runner must restore the process however the script patched os
 _chdir, _getpid = os.chdir, os.getpid
 _STOP_SIGNALS = [s for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if (s := getattr(signal, n, None))]
-
-
-def _class_names(obj: object) -> set[str]:
-    return {c.__name__ for c in type(obj).__mro__}
 
 
 def _under(path: object, root: Path) -> bool:
@@ -153,6 +150,7 @@ class RepoRunner:
         self._state = _State()
         self._global_hook: Any = None
         self._local_hooks: list[Any] = []
+        self._compiled_calls: list[tuple[nn.Module, Callable[..., Any]]] = []
         self.outcome = ScriptOutcome()
         self._saved: _Saved | None = None
         self._t0 = 0.0
@@ -165,6 +163,7 @@ class RepoRunner:
         strict stop are kept too. Must be called inside the guard's context."""
         self._saved = _Saved(builtins.__import__, sys.argv[:], sys.path[:], os.getcwd(),
                              (sys.stdin, sys.stdout, sys.stderr), _signal_handlers())  # fmt: skip
+        self.guard.leave_to_runner()  # the runner watches the checkout's names and finds its denoiser itself
         self._drop_repo_modules()
         self._seen_modules = set(sys.modules)
         self._modules_len = len(sys.modules)
@@ -273,6 +272,10 @@ class RepoRunner:
         remove_handles([h for h in (self._global_hook, *self._local_hooks) if h is not None])
         self._global_hook = None
         self._local_hooks.clear()
+        for model, original in reversed(self._compiled_calls):
+            with contextlib.suppress(Exception):
+                model._compiled_call_impl = original
+        self._compiled_calls.clear()
         for patch in reversed(self._patches):
             with contextlib.suppress(Exception):
                 setattr(patch.owner, patch.name, patch.original)
@@ -367,12 +370,17 @@ class RepoRunner:
             self._scheduler_stepped()
             return result
 
-        return step
+        return mark(step)
 
     def _wrap_schedule(self, original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def set_timesteps(sched: Any, *args: Any, **kwargs: Any) -> Any:
             result = original(sched, *args, **kwargs)
+            if not self._state.denoisers:  # a model compiled in place runs no hook: found where the loop keeps it
+                found = denoisers_on_stack(self._denoiser_names, skip=(Guard, RepoRunner))
+                if found:
+                    self._adopt([m for _, m in found], found_by=f"class {type(inner(found[0][1])).__name__}")
+                    self._remove_global_hook()
             with contextlib.suppress(Exception):  # a count we cannot read only costs the ETA
                 total = len(sched.timesteps)
                 self.guard.progress(0, total)
@@ -380,7 +388,7 @@ class RepoRunner:
                     self.on_total(total)
             return result
 
-        return set_timesteps
+        return mark(set_timesteps)
 
     def _wrap_phase(self, original: Callable[..., Any], phase: str, output_arg: str | None) -> Callable[..., Any]:
         signature = _signature(original)
@@ -397,7 +405,7 @@ class RepoRunner:
                 self._record_output(signature, output_arg, args, kwargs, result)
             return result
 
-        return timed
+        return mark(timed)
 
     def _record_output(self, signature: inspect.Signature | None, arg: str, args: Any, kwargs: Any, result: Any):
         path: Any = None
@@ -413,10 +421,14 @@ class RepoRunner:
     # -- denoisers and steps --------------------------------------------------------------------------------
 
     def _is_denoiser_class(self, module: nn.Module) -> bool:
-        return bool(self._denoiser_names & _class_names(module))
+        return bool(self._denoiser_names & class_names(module))
 
     def _first_forward(self, module: nn.Module, args: Any) -> None:
-        """Global pre-hook: waits for a denoiser (by class, else records candidates for the size fallback)."""
+        """Global pre-hook: waits for a denoiser (by class, else records candidates for the size fallback). It
+        does nothing while dynamo traces a compiled model (a torch.compile wrapper is seen, and adopted, at its
+        own call, before its inner model is traced)."""
+        if torch.compiler.is_compiling():
+            return
         st = self._state
         if st.window is not None:
             st.window.setdefault(id(module), module)
@@ -428,16 +440,30 @@ class RepoRunner:
 
     def _adopt(self, found: list[nn.Module], found_by: str) -> None:
         kind = type(found[0])
-        owner_name, siblings = _owner_of(found[0], lambda m: type(m) is kind or self._is_denoiser_class(m))
+        owner_name, siblings = owner_of(
+            found[0], lambda m: type(m) is kind or self._is_denoiser_class(m), skip=(Guard, RepoRunner)
+        )
         models = list(dict.fromkeys([*found, *(m for _, m in siblings)]))
         names = {id(m): n for n, m in siblings}
         if id(found[0]) not in names:
             names[id(found[0])] = owner_name or "denoiser"
         for model in models:
             self.guard.attach_model(model, names.get(id(model), "denoiser"), denoiser=True)
-            self._local_hooks.append(model.register_forward_pre_hook(self._denoiser_forward, prepend=True))
+            compiled_call = model.__dict__.get("_compiled_call_impl")
+            if compiled_call is None:
+                self._local_hooks.append(model.register_forward_pre_hook(self._denoiser_forward, prepend=True))
+            else:  # compiled in place: its hooks run inside the compiled code, so its compiled call is wrapped
+                self._wrap_compiled(model, compiled_call)
         self._state.denoisers = models
         self.outcome.found_by = found_by
+
+    def _wrap_compiled(self, model: nn.Module, original: Callable[..., Any]) -> None:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._denoiser_forward(model, args)
+            return original(*args, **kwargs)
+
+        model._compiled_call_impl = call
+        self._compiled_calls.append((model, original))
 
     def _remove_global_hook(self) -> None:
         if self._global_hook is not None:
@@ -508,23 +534,3 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or an odd callable: the output file is read from the result
         return None
-
-
-def _owner_of(module: nn.Module, is_denoiser: Callable[[nn.Module], bool]) -> tuple[str, list[tuple[str, nn.Module]]]:
-    """The attribute name that holds ``module`` on an object up the call stack, and the denoisers held beside it
-    (``high_noise_model`` and ``low_noise_model``). Empty when no such object is found."""
-    frame = sys._getframe(1)
-    for _ in range(_OWNER_FRAMES * 3):
-        if frame is None:
-            break
-        owner = frame.f_locals.get("self")
-        if owner is not None and owner is not module and not isinstance(owner, Guard | RepoRunner):
-            attrs = dict(getattr(owner, "__dict__", {}))
-            attrs.update(getattr(owner, "_modules", None) or {})
-            held = [(n, v) for n, v in attrs.items() if isinstance(v, nn.Module)]
-            name = next((n for n, v in held if v is module), None)
-            if name is not None:
-                siblings = [(n, v) for n, v in held if v is module or is_denoiser(v)]
-                return name, siblings
-        frame = frame.f_back
-    return "", []

@@ -74,7 +74,7 @@ def _measured(read: Read) -> Read:
 
 
 def _vram_total(report: Report) -> RefLine | None:
-    total = report.run.vram_total_bytes or max((s.vram_total_bytes for s in report.steps), default=0)
+    total = report.run.vram_total_bytes or max((s.vram_total_bytes or 0 for s in report.steps), default=0)
     return RefLine(float(total), f"dedicated total {_size(total)}") if total else None
 
 
@@ -116,6 +116,14 @@ PLOTS: tuple[Plot, ...] = (
             ("device→host", lambda s: s.d2h_bytes),
         ),
         inspected_only=True,
+    ),
+    Plot(
+        "Weights moved between steps",
+        "bytes",
+        (
+            ("onto the device", _measured(lambda s: s.weights_in_bytes)),
+            ("back to the CPU", _measured(lambda s: s.weights_out_bytes)),
+        ),
     ),
     Plot(
         "Casts",
@@ -303,7 +311,7 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
 
 def _cards(report: Report) -> str:
     s = report.summary
-    used = max((m.vram_used_bytes for m in report.steps), default=0)
+    used = max((m.vram_used_bytes or 0 for m in report.steps), default=0)
     items = [
         card(_seconds(s.median_step_seconds), "median per step"),
         card(_seconds(s.seconds_total), "in all"),

@@ -24,8 +24,9 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _per_step(steps: list[StepMetrics], read: Callable[[StepMetrics], float]) -> float | None:
-    return _median([read(s) for s in steps])
+def _per_step(steps: list[StepMetrics], read: Callable[[StepMetrics], float | None]) -> float | None:
+    """The median over the steps that measured it (null: not measured there)."""
+    return _median([v for s in steps if (v := read(s)) is not None])
 
 
 def _b(value: float | None) -> str:
@@ -55,7 +56,7 @@ def steps_table(report: Report) -> Table:
     utils = [m.gpu_util for m in steps if m.gpu_util is not None]
     if utils and s.gpu_util_mean is not None:
         table.add_row("GPU busy", f"{_median(utils):.0f}%", f"{s.gpu_util_mean:.0f}%")
-    rows: list[tuple[str, Callable[[StepMetrics], float], bool, float | None]] = [
+    rows: list[tuple[str, Callable[[StepMetrics], float | None], bool, float | None]] = [
         ("host→device", lambda m: m.h2d_bytes, True, s.h2d_bytes_total),
         ("  of it weights", lambda m: m.weight_h2d_bytes, True, None),
         ("device→host", lambda m: m.d2h_bytes, True, s.d2h_bytes_total),
@@ -64,6 +65,9 @@ def steps_table(report: Report) -> Table:
         ("syncs", lambda m: m.syncs, False, s.syncs_total),
         ("heavy ops on CPU", lambda m: m.cpu_ops, False, s.cpu_ops_total),
     ]
+    moved = [m.weights_in_bytes for m in steps if m.weights_in_bytes]
+    if moved:  # an expert switch, a model moved between steps: read from where the weights live, on every step
+        table.add_row("weights moved in between steps", _b(_median(moved)), _b(s.weights_in_bytes_total))
     for label, read, is_bytes, total in rows:
         value = _per_step(deep, read)
         table.add_row(

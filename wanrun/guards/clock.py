@@ -47,7 +47,8 @@ class StepTiming:
     t1: float = 0.0  # host, at the end: when its last launch returned
     start: Event | None = None
     end: Event | None = None
-    peak: int = 0  # allocator high-water mark of the step, bytes (0 without CUDA)
+    peak: int | None = None  # allocator high-water mark of the step, bytes (None without CUDA)
+    reserved: int | None = None  # memory the allocator holds from the device at the step's end
     seconds: float | None = None  # None until resolved
     t_done: float = 0.0  # host time at which the device was known to be past the step (for the NVML window)
 
@@ -62,12 +63,14 @@ class StepTiming:
         self.start = self.end = None
 
 
-def _peak_bytes(device: torch.device) -> int:
-    """The allocator's peak since the last reset; the nested stats skip ``memory_stats``' flattening."""
+def _allocator(device: torch.device) -> tuple[int, int]:
+    """(the allocator's peak since the last reset, what it holds now); the nested stats skip ``memory_stats``'
+    flattening, and one read gives both."""
     try:
-        return int(torch.cuda.memory_stats_as_nested_dict(device)["allocated_bytes"]["all"]["peak"])
+        stats = torch.cuda.memory_stats_as_nested_dict(device)
+        return int(stats["allocated_bytes"]["all"]["peak"]), int(stats["reserved_bytes"]["all"]["current"])
     except (KeyError, TypeError):
-        return int(torch.cuda.max_memory_allocated(device))
+        return int(torch.cuda.max_memory_allocated(device)), int(torch.cuda.memory_reserved(device))
 
 
 class StepClock:
@@ -123,7 +126,7 @@ class StepClock:
         else:
             timing.seconds, timing.t_done = timing.host_seconds, timing.t1
         if self._ready():
-            timing.peak = _peak_bytes(self.device)
+            timing.peak, timing.reserved = _allocator(self.device)
 
     def poll(self, timing: StepTiming) -> bool:
         """Resolve the step if the device is past its end; True when its seconds are known."""

@@ -21,6 +21,7 @@ the inspected one.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,20 +35,33 @@ from wandoc.metrics import ModuleVolume
 from wanrun.guards.casts import CastTracker, WeightIndex, module_paths
 from wanrun.guards.handles import remove_handles
 from wanrun.guards.ops import OpEvent, handler_for
-from wanrun.guards.residency import Model
+from wanrun.guards.residency import Model, layerwise_casting
 
 LOOP = "(loop)"
 TOP_N = 10
 _VOLUMES = ("top_h2d", "top_casts", "top_cpu", "top_syncs")
+# counters every inspected step reports, 0 when nothing happened (the step was looked at)
+COUNTED = (
+    "h2d_bytes", "d2h_bytes", "copies", "h2d_copies", "d2h_copies", "pageable_copy_bytes", "blocking_copies",
+    "weight_h2d_bytes", "cast_bytes", "cast_count", "repeated_cast_bytes", "repeated_casts", "activation_cast_bytes",
+    "chosen_cast_bytes", "cpu_ops", "syncs", "attention_math_bytes",
+)  # fmt: skip
 
 
 class ModuleStack:
-    """The attached modules being run right now, kept by global forward hooks (never by patching classes)."""
+    """The attached modules being run right now, kept by global forward hooks (never by patching classes).
 
-    def __init__(self, names: dict[int, str]) -> None:
+    Global forward hooks run before a module's own forward hooks, so a module that has hooks of its own (an
+    offload hook moving weights back, a user's hook copying an output) is popped by a hook of its own appended
+    after them (``late``, kept by the guard for the whole run, since torch iterates a module's hooks in place
+    when its forward fails): what its hooks do is charged to it, not to its parent.
+    """
+
+    def __init__(self, names: dict[int, str], late: frozenset[int] = frozenset()) -> None:
         self._names = names
         self._stack: list[tuple[int, str]] = []
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._late = late  # ids of modules popped by their own late hook
 
     @property
     def current(self) -> str:
@@ -56,12 +70,16 @@ class ModuleStack:
     def install(self) -> None:
         self._handles = [
             register_module_forward_pre_hook(self._push),
-            register_module_forward_hook(self._pop, always_call=True),
+            register_module_forward_hook(self._pop_early, always_call=True),
         ]
 
     def remove(self) -> None:
         remove_handles(self._handles)
         self._stack.clear()
+
+    def _pop_early(self, module: nn.Module, args: Any, output: Any) -> None:
+        if id(module) not in self._late:
+            self._pop(module, args, output)
 
     def enter(self, module: nn.Module) -> None:
         """Put ``module`` on the stack unless it is already on top (a session started inside its pre-hooks)."""
@@ -74,6 +92,10 @@ class ModuleStack:
         if name is None:  # not an attached module: ops inside it belong to the attached module around it
             name = stack[-1][1] if stack else LOOP
         stack.append((id(module), name))
+
+    def pop(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The late pop of a module with hooks of its own (see the class docstring)."""
+        self._pop(module, args, output)
 
     def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
         stack, key = self._stack, id(module)
@@ -115,6 +137,7 @@ class _Bucket:
     def __init__(self) -> None:
         self.m: defaultdict[str, int] = defaultdict(int)
         self.cpu_flops = 0.0
+        self.attention: defaultdict[str, int] = defaultdict(int)
         self.top_h2d, self.top_casts, self.top_cpu, self.top_syncs = _Volumes(), _Volumes(), _Volumes(), _Volumes()
 
 
@@ -125,8 +148,19 @@ class StepCollector:
     inspection scales the forward bucket to the step's forwards.
     """
 
-    def __init__(self, stack: ModuleStack, weights: WeightIndex, casts: CastTracker, expects_accelerator: bool) -> None:
+    def __init__(
+        self,
+        stack: ModuleStack,
+        weights: WeightIndex,
+        casts: CastTracker,
+        expects_accelerator: bool,
+        *,
+        meta_run: bool = False,
+        chosen_casts: frozenset[str] = frozenset(),
+    ) -> None:
         self.stack, self.weights, self.casts, self.expects_accelerator = stack, weights, casts, expects_accelerator
+        self.meta_run = meta_run  # ``meta`` stands for the accelerator (tests): a copy there is an upload
+        self.chosen_casts = chosen_casts  # modules whose casts the user chose (layerwise casting)
         self.loop, self.forward = _Bucket(), _Bucket()
         self._b = self.loop
         self._by_kind: dict[str, Callable[[OpEvent], None]] = {
@@ -134,6 +168,7 @@ class StepCollector:
             "cast": self._cast,
             "sync": self._sync,
             "compute": self._compute,
+            "attention": self._attention,
         }
 
     def in_forward(self, inside: bool) -> None:
@@ -143,6 +178,8 @@ class StepCollector:
         self._by_kind[ev.kind](ev)
 
     def _copy(self, ev: OpEvent) -> None:
+        if ev.to_meta and not self.meta_run:
+            return  # weights dropped to ``meta`` after use (accelerate's offload): nothing crosses PCIe
         b = self._b
         m = b.m
         weight = self.weights.lookup(ev.src) if ev.src is not None else None
@@ -173,6 +210,9 @@ class StepCollector:
         weight = self.weights.lookup(ev.src) if ev.src is not None else None
         m["cast_bytes"] += ev.nbytes
         m["cast_count"] += 1
+        if self.chosen_casts and (weight[0] if weight else self.stack.current) in self.chosen_casts:
+            m["chosen_cast_bytes"] += ev.nbytes  # layerwise casting: stored in one dtype, computed in another
+            return
         if weight is None:
             m["activation_cast_bytes"] += ev.nbytes
             return
@@ -192,13 +232,23 @@ class StepCollector:
             b.cpu_flops += ev.flops
             b.top_cpu.add(self.stack.current, ev.nbytes)
 
+    def _attention(self, ev: OpEvent) -> None:
+        b = self._b
+        b.attention[ev.kernel] += 1
+        if ev.kernel == "math":
+            b.m["attention_math_bytes"] += ev.nbytes
+
     def metrics(self, scale: float = 1.0) -> dict[str, Any]:
         """The step's deep fields: loop counts plus forward counts times ``scale`` (1: everything was seen)."""
         loop, fwd = self.loop, self.forward
-        m: defaultdict[str, int] = defaultdict(int, loop.m)
+        m: defaultdict[str, int] = defaultdict(int, {key: 0 for key in COUNTED})
+        m.update(loop.m)
         for key, value in fwd.m.items():
             m[key] += round(value * scale)
-        out: dict[str, Any] = {**m, "cpu_flops": loop.cpu_flops + fwd.cpu_flops * scale}
+        attention: defaultdict[str, int] = defaultdict(int, loop.attention)
+        for kernel, calls in fwd.attention.items():
+            attention[kernel] += round(calls * scale)
+        out: dict[str, Any] = {**m, "cpu_flops": loop.cpu_flops + fwd.cpu_flops * scale, "attention": dict(attention)}
         for key in _VOLUMES:
             out[key] = getattr(loop, key).merged(getattr(fwd, key), scale).top()
         return out
@@ -211,8 +261,10 @@ class InspectMode(TorchDispatchMode):
         super().__init__()
         self._sink = sink
         self.errors = 0
+        self.ops = 0  # ops seen: the inspection's cost is about this many times the per-op cost
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Sequence[Any] = (), kwargs: Any = None) -> Any:
+        self.ops += 1
         out = func(*args, **kwargs) if kwargs else func(*args)
         handler = handler_for(func)
         if handler is not None:
@@ -224,11 +276,46 @@ class InspectMode(TorchDispatchMode):
         return out
 
 
-def warm_up() -> None:
+_OP_COST: list[float] = []
+
+
+def warm_up() -> float:
     """Pay the one-time cost of a first dispatch mode (torch imports its compiler stack lazily, about a second)
-    before the run, so step 0 does not look like a cold start because of the guard."""
+    before the run, so step 0 does not look like a cold start because of the guard. Returns what inspecting one
+    op costs the host, in seconds, measured once per process on a small model inspected as a step is, against the
+    same model uninspected (hooks, mode, registry and collector included)."""
+    if _OP_COST:
+        return _OP_COST[0]
     with InspectMode(lambda ev: None):
         torch.zeros(1).add_(1)
+    for _ in range(3):  # a machine busy with other work can hide the difference: measure again
+        cost = _op_cost()
+        if cost > 0:
+            break
+    _OP_COST.append(cost)
+    return cost
+
+
+def _op_cost() -> float:
+    """A small model inspected as a step is (module hooks, the mode, the registry and the collector) against the
+    same model uninspected: the fastest of each over a few rounds, per op seen."""
+    model = nn.Sequential(*(nn.Sequential(nn.Linear(8, 8), nn.SiLU(), nn.LayerNorm(8)) for _ in range(8)))
+    x, bare, seen, ops = torch.zeros(2, 8), [], [], 1
+    with torch.no_grad():
+        for _ in range(12):  # the first of each pays one-time costs
+            t0 = time.perf_counter()
+            model(x)
+            bare.append(time.perf_counter() - t0)
+            session = DeepSession([("", "model", model)], CastTracker(), expects_accelerator=True)
+            session.start()
+            try:
+                t0 = time.perf_counter()
+                model(x)
+                seen.append(time.perf_counter() - t0)
+            finally:
+                session.stop()
+            ops = max(session.mode.ops, 1)
+    return max(min(seen[1:]) - min(bare[1:]), 0.0) / ops
 
 
 def module_names(models: Sequence[Model]) -> dict[int, str]:
@@ -242,10 +329,29 @@ class DeepSession:
     have been replaced since the last one (a LoRA layer, a patched block), and offload moves weights around.
     """
 
-    def __init__(self, models: Sequence[Model], casts: CastTracker, expects_accelerator: bool) -> None:
+    def __init__(
+        self,
+        models: Sequence[Model],
+        casts: CastTracker,
+        expects_accelerator: bool,
+        *,
+        meta_run: bool = False,
+        late: Callable[[nn.Module], bool] | None = None,
+    ) -> None:
+        """``late(module)``: give a module with forward hooks of its own a late pop hook; True when it has one."""
         paths = module_paths(models)
-        self.stack = ModuleStack({id(m): path for path, m in paths})
-        self.collector = StepCollector(self.stack, WeightIndex(paths=paths), casts, expects_accelerator)
+        hooked = [m for _, m in paths if m._forward_hooks]
+        late_ids = frozenset(id(m) for m in hooked if late is not None and late(m))
+        self.stack = ModuleStack({id(m): path for path, m in paths}, late_ids)
+        self.chosen_casts = frozenset(path for path, m in paths if layerwise_casting(m))
+        self.collector = StepCollector(
+            self.stack,
+            WeightIndex(paths=paths),
+            casts,
+            expects_accelerator,
+            meta_run=meta_run,
+            chosen_casts=self.chosen_casts,
+        )
         self.mode = InspectMode(self.collector.add)
         self.inspected = 0  # denoiser forwards seen from start to end
         self.skipped = 0  # denoiser forwards run while paused

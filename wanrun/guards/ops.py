@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-EventKind = Literal["copy", "cast", "sync", "compute"]
+EventKind = Literal["copy", "cast", "sync", "compute", "attention"]
 
 
 @dataclass(slots=True)
@@ -33,6 +33,8 @@ class OpEvent:
     blocking: bool = True  # copies: non_blocking was not asked for
     host: bool = False  # compute: ran on host tensors
     flops: float = 0.0
+    to_meta: bool = False  # copies: the destination is ``meta`` (weights dropped, not uploaded, on a real device)
+    kernel: str = ""  # attention: which kernel ran (see ``ATTENTION_KERNELS``)
 
 
 Handler = Callable[[Sequence[Any], dict[str, Any], Any], list[OpEvent]]
@@ -61,6 +63,8 @@ def handler_for(func: Any) -> Handler | None:
     if hit is not None and hit[0] is func:
         return hit[1]
     handler = REGISTRY.get(getattr(func, "overloadpacket", None))
+    if handler is None:
+        handler = _custom_attention(func)
     _BY_OVERLOAD[id(func)] = (func, handler)  # keeps the overload alive, so its id stays its own
     return handler
 
@@ -104,6 +108,7 @@ def _transfer(src: torch.Tensor, dst: torch.Tensor, non_blocking: bool) -> list[
                 direction="h2d" if src_host else "d2h",
                 pinned=_pinned(host_side),
                 blocking=not non_blocking,
+                to_meta=dst.is_meta,
             )
         )
     if src.dtype != dst.dtype:
@@ -235,3 +240,55 @@ def _sdpa(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent
 def _attention_blhe(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
     """The kernels under SDPA take (B, L, H, E): the key length is dim 1."""
     return _compute(out, lambda: 4.0 * args[0].numel() * args[1].shape[1])
+
+
+# -- which attention kernel ran ------------------------------------------------------------------------------
+
+# SDPA's backends as the dispatcher sees them (below ``scaled_dot_product_attention``, which picks one)
+ATTENTION_KERNELS = {
+    "_scaled_dot_product_flash_attention": "flash",
+    "_scaled_dot_product_efficient_attention": "efficient",
+    "_scaled_dot_product_cudnn_attention": "cudnn",
+    "_scaled_dot_product_flash_attention_for_cpu": "cpu_flash",
+    "_scaled_dot_product_fused_attention_overrideable": "fused",
+}
+# attention libraries that register their kernels as torch ops: namespace -> kernel
+ATTENTION_NAMESPACES = {
+    "flash_attn": "flash_attn",
+    "flash_attn_3": "flash_attn",
+    "sageattention": "sage",
+    "sage": "sage",
+}
+MATH_MIN_SIDE = 64  # a softmax over a (…, L, S) matrix with both sides this long is an attention score matrix
+
+
+def _named_attention(kernel: str, compute: Handler | None) -> Handler:
+    def handle(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
+        events = [OpEvent("attention", kernel=kernel)]
+        return events + compute(args, kwargs, out) if compute is not None else events
+
+    return handle
+
+
+for _name, _kernel in ATTENTION_KERNELS.items():
+    _packet = getattr(torch.ops.aten, _name, None)
+    if _packet is not None:
+        REGISTRY[_packet] = _named_attention(_kernel, REGISTRY.get(_packet))
+
+
+@_register("_softmax", "_safe_softmax")
+def _softmax(args: Sequence[Any], kwargs: dict[str, Any], out: Any) -> list[OpEvent]:
+    """SDPA's math backend (``_safe_softmax``) and hand-written attention (``softmax(q @ k.T)``) materialise the
+    score matrix; a fused kernel never does. A softmax over a large (…, L, S) matrix is that matrix."""
+    t = _first_tensor(out)
+    if t is None or t.dim() < 3 or t.shape[-1] < MATH_MIN_SIDE or t.shape[-2] < MATH_MIN_SIDE:
+        return []
+    return [OpEvent("attention", t.nbytes, kernel="math")]
+
+
+def _custom_attention(func: Any) -> Handler | None:
+    """Attention kernels of other libraries, known by their op namespace (``flash_attn::_flash_attn_forward``)."""
+    kernel = ATTENTION_NAMESPACES.get(str(getattr(func, "namespace", "")))
+    if kernel is None or "backward" in str(getattr(func, "__name__", "")):
+        return None
+    return _named_attention(kernel, None)

@@ -52,6 +52,13 @@ def offload_hook(module: nn.Module) -> str | None:
     return None
 
 
+def layerwise_casting(module: nn.Module) -> bool:
+    """Diffusers' layerwise casting is on for ``module``: weights stored in one dtype (fp8, say) and cast to the
+    compute dtype around each forward, on purpose."""
+    hooks = getattr(module.__dict__.get("_diffusers_hook"), "hooks", None)
+    return isinstance(hooks, Mapping) and any("layerwise_casting" in str(name) for name in hooks)
+
+
 def offload_weights_maps(module: nn.Module) -> list[Mapping[str, Any]]:
     """Host-side weight stores of accelerate hooks on ``module`` (the tensors copied in before each use)."""
     maps = []
@@ -104,6 +111,9 @@ class Residency:
             self._ancestors[full] = tuple(chain_)
             self._owner_count.update(chain_)
         self._cpu_counts = [-1] * len(self._owners)  # per owner, its CPU parameters at the last full check
+        self._cpu_bytes = [0] * len(self._owners)  # per owner, bytes of those parameters
+        # bytes that came onto the device and went back to the CPU between the last two full checks
+        self.moved_in = self.moved_out = 0
         self.period = max(1, math.ceil(len(self._owners) / SAMPLE))
         # read by every sample: the first owner under each module down to SENTINEL_DEPTH (a model, ``blocks``,
         # ``blocks.7``), so moving any of those whole is seen at the next step
@@ -117,20 +127,27 @@ class Residency:
     def check(self) -> tuple[list[str], int]:
         """(highest modules with parameters on the CPU, bytes of those parameters); a full read of every one."""
         cpu: list[tuple[str, bool]] = []
-        nbytes = 0
-        counts = self._cpu_counts
+        nbytes = moved_in = moved_out = 0
+        counts, before, first = self._cpu_counts, self._cpu_bytes, self._cpu_counts[:1] == [-1]
         for i, (path, module) in enumerate(self._owners):
-            n = n_cpu = 0
+            n = n_cpu = owner_bytes = 0
             for p in module._parameters.values():
                 if p is None:
                     continue
                 n += 1
                 if p.is_cpu:
                     n_cpu += 1
-                    nbytes += p.nbytes
-            counts[i] = n_cpu
+                    owner_bytes += p.nbytes
+            nbytes += owner_bytes
+            if not first and owner_bytes != before[i]:
+                if owner_bytes < before[i]:
+                    moved_in += before[i] - owner_bytes
+                else:
+                    moved_out += owner_bytes - before[i]
+            counts[i], before[i] = n_cpu, owner_bytes
             if n_cpu:
                 cpu.append((path, n_cpu == n))
+        self.moved_in, self.moved_out = moved_in, moved_out
         if not cpu:
             return [], 0
         full_counts: Counter[str] = Counter()
@@ -157,6 +174,17 @@ class Residency:
             if n_cpu != counts[i]:
                 return True
         return False
+
+    def cpu_bytes_under(self, prefix: str) -> int:
+        """Bytes of parameters on the CPU, at the last full check, under the module ``prefix`` (an expert)."""
+        return sum(
+            self._cpu_bytes[i]
+            for i, (full, _) in enumerate(self._owners)
+            if full == prefix or full.startswith(prefix + ".")
+        )
+
+    def layerwise_casting(self) -> bool:
+        return any(layerwise_casting(m) for m in self._modules)
 
     def offload_hooks(self) -> list[str]:
         """Kinds of library offload hooks found on the models' modules (a chosen offload)."""
