@@ -124,6 +124,12 @@ class StepMetrics(_M):
     weights_out_bytes: int = Field(
         0, description="Bytes of denoiser parameters that went back to the CPU since the previous step."
     )
+    weights_kept_bytes: int | None = Field(
+        None,
+        description="Bytes of denoiser parameters that came onto the device during this step's forwards and stayed "
+        "there (a whole-model offload loading the denoiser at its first forward): moved once, not per forward "
+        "(null: not read, the step was not inspected).",
+    )
     syncs: int | None = Field(
         None,
         description="Times the host waited for the GPU: .item(), .cpu(), nonzero and friends, blocking reads "

@@ -943,6 +943,7 @@ class Guard:
             if st.session.skipped:
                 self._partial[st.index] = (st.session.inspected, st.forwards)
             deep["inspect_seconds"] = st.session.mode.ops * (self.run.inspect_op_seconds or 0.0)
+        kept = self._kept_on_device(st)
         resident, resident_bytes, parked, parked_bytes = self._split_parked(st)
         after = compile_counters()
         compiles = compile_seconds = None
@@ -963,6 +964,7 @@ class Guard:
             new_experts=[n for n in experts if n not in self._experts_seen],
             weights_in_bytes=st.weights_in,
             weights_out_bytes=st.weights_out,
+            weights_kept_bytes=kept,
             compiles=compiles,
             compile_seconds=compile_seconds,
             vram_peak_bytes=timing.peak,
@@ -979,6 +981,17 @@ class Guard:
         self.steps.append(step)
         self._pending.append(_Pending(step, timing, evaluate))
         return self._settle(wait=step.deep)
+
+    def _kept_on_device(self, st: _OpenStep) -> int | None:
+        """Bytes of parameters that came onto the device during an inspected step and stayed there: a whole-model
+        offload (diffusers' ``enable_model_cpu_offload``) loads the denoiser at its first forward, once, which is
+        not the per-forward traffic a per-block offload pays. Read again only on inspected steps (a full walk of
+        the parameters); the next step's moves count from here. None: not read."""
+        residency = self._residency
+        if st.session is None or residency is None or not self.run.expects_gpu or not st.residency_read:
+            return None
+        self._last_resident, self._resident_bytes = residency.check()
+        return residency.moved_in
 
     def _split_parked(self, st: _OpenStep) -> tuple[list[str], int, list[str], int]:
         """(CPU-resident modules, bytes, parked experts, bytes): an expert of several that did not compute in

@@ -66,15 +66,25 @@ def gate_of(when: str) -> Gate:
 
 
 def _arithmetic_reads(node: ast.expr) -> set[str]:
-    """The step figures an expression of only + - * / over step figures and constants reads (else none)."""
-    reads = set()
-    for sub in ast.walk(node):
+    """The step figures an expression of only + - * / over step figures and constants reads (else none). A
+    figure with a fallback (``(step.x or 0)``) is not needed: null there is the fallback, not null."""
+    reads: set[str] = set()
+
+    def walk(sub: ast.expr) -> bool:
         if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and sub.value.id == "step":
             reads.add(sub.attr)
-        elif not isinstance(sub, ast.BinOp | ast.UnaryOp | ast.Name | ast.Constant | ast.Load | ast.operator
-                            | ast.unaryop | ast.Attribute):  # fmt: skip
-            return set()
-    return reads
+            return True
+        if isinstance(sub, ast.Constant | ast.Name | ast.Attribute):
+            return True
+        if isinstance(sub, ast.BinOp):
+            return walk(sub.left) and walk(sub.right)
+        if isinstance(sub, ast.UnaryOp):
+            return walk(sub.operand)
+        if isinstance(sub, ast.BoolOp) and isinstance(sub.op, ast.Or) and isinstance(sub.values[-1], ast.Constant):
+            return all(isinstance(v, ast.Attribute | ast.Constant) for v in sub.values)
+        return False
+
+    return reads if walk(node) else set()
 
 
 class RuntimeRules:

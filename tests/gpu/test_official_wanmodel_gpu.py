@@ -65,7 +65,7 @@ def generate(
     cond = [torch.randn(cfg["text_len"], cfg["text_dim"], device="cuda")]
     uncond = [torch.randn(cfg["text_len"], cfg["text_dim"], device="cuda")]
     timesteps = torch.linspace(999, 1, steps, device="cuda")
-    g = Guard("cuda", run=RunInfo(pipeline="official-wanmodel", denoiser="WanModel"))
+    g = Guard("cuda", run=RunInfo(denoiser="WanModel"))  # a Python API run: no pipeline of ours
     with g:
         g.attach_model(model, "dit")
         if setup is not None:
