@@ -126,6 +126,51 @@ def segment(pf: ParsedFile, node: ast.AST) -> str:
     return "\n".join(pf.lines[start - 1 : end])
 
 
+_AST = ast.AST
+_child_fields: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    found = _child_fields.get(cls)
+    if found is None:  # ``ctx`` only ever holds Load/Store/Del, which nothing here looks at
+        found = _child_fields[cls] = tuple(f for f in cls._fields if f != "ctx")  # type: ignore[attr-defined]
+    return found
+
+
+def children(node: ast.AST) -> list[ast.AST]:
+    """``ast.iter_child_nodes`` as a list, without the Load/Store/Del markers."""
+    out: list[ast.AST] = []
+    fields = _child_fields.get(node.__class__)
+    for name in _fields(node.__class__) if fields is None else fields:
+        value = getattr(node, name, None)
+        if value.__class__ is list:
+            out.extend(x for x in value if isinstance(x, _AST))
+        elif isinstance(value, _AST):
+            out.append(value)
+    return out
+
+
+def walk(node: ast.AST) -> list[ast.AST]:
+    """``list(ast.walk(node))`` in the same (breadth-first) order, without the Load/Store/Del markers: half the
+    cost, and the walks over every function the run calls add up."""
+    out = [node]
+    i = 0
+    get = _child_fields.get
+    while i < len(out):
+        n = out[i]
+        i += 1
+        fields = get(n.__class__)
+        for name in _fields(n.__class__) if fields is None else fields:
+            value = getattr(n, name, None)
+            if value.__class__ is list:
+                for x in value:
+                    if isinstance(x, _AST):
+                        out.append(x)
+            elif isinstance(value, _AST):
+                out.append(value)
+    return out
+
+
 def dotted(node: ast.AST) -> str:
     """``a.b.c`` for a Name/Attribute chain, else ""."""
     parts: list[str] = []
@@ -192,7 +237,8 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
     def exprs(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
         """Import calls and sys.path edits, walked only in statements whose text mentions them."""
         for s in body:
-            if not any(t in segment(pf, s) for t in _DEEP_TRIGGERS):
+            text = segment(pf, s)
+            if not any(t in text for t in _DEEP_TRIGGERS):
                 continue
             if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
                 exprs(s.body, True, main_only)
@@ -205,14 +251,14 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
             subs += [h.body for h in getattr(s, "handlers", ())] + [c.body for c in getattr(s, "cases", ())]
             nested = [x for sub in subs for x in sub]
             if isinstance(s, ast.ClassDef) or nested:
-                for child in ast.iter_child_nodes(s):  # the header's expressions (a test, an iterable, items)
+                for child in children(s):  # the header's expressions (a test, an iterable, items)
                     if not isinstance(child, ast.stmt):
-                        for n in ast.walk(child):
+                        for n in walk(child):
                             if isinstance(n, ast.Call):
                                 _dynamic(pf, n, in_func, main_only)
                 exprs(nested, in_func, main_only)
                 continue
-            for n in ast.walk(s):
+            for n in walk(s):
                 if isinstance(n, ast.Lambda):
                     continue
                 if isinstance(n, ast.Call):

@@ -23,7 +23,7 @@ from typing import Any
 
 from wandoc.code.conditions import ARGS, OBJECT, UNKNOWN, ArgsNS, Evaluator, Known, RunContext, batch_names
 from wandoc.code.imports import Walk
-from wandoc.code.parse import dotted
+from wandoc.code.parse import children, dotted, walk
 from wandoc.code.symbols import CONSTRUCTORS, Choice, Cls, Func, Inst, Mod, Symbols, Target, statements
 
 BUDGET = 150_000  # statements visited, all contexts together
@@ -104,7 +104,7 @@ def _first_call_flag(test: ast.expr, body: Sequence[ast.stmt]) -> bool:
     if not name or not (name.startswith("self.") or "." not in name):
         return False
     for stmt in body:
-        for n in ast.walk(stmt):
+        for n in walk(stmt):
             targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []
             if any(dotted(t) == name for t in targets):
                 return True
@@ -464,7 +464,7 @@ class Reach:
         if isinstance(it, ast.Call) and dotted(it.func) == "enumerate" and it.args:
             it = it.args[0]
             tgt = tgt.elts[1] if isinstance(tgt, ast.Tuple) and len(tgt.elts) == 2 else tgt
-        names = [n.id for n in ast.walk(tgt) if isinstance(n, ast.Name)]
+        names = [n.id for n in walk(tgt) if isinstance(n, ast.Name)]
         for n in names:
             fr.names[n] = UNKNOWN
         if isinstance(tgt, ast.Name):
@@ -486,7 +486,7 @@ class Reach:
                 continue  # a model called in an inner loop: that loop is the step loop, not this one
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
                 continue
-            todo.extend(ast.iter_child_nodes(n))
+            todo.extend(children(n))
             if not isinstance(n, ast.Call):
                 continue
             t = self.target(n.func, fr)
@@ -517,7 +517,7 @@ class Reach:
     def _calls(self, node: ast.AST, fr: _Frame) -> None:
         calls = self._call_nodes.get(id(node))
         if calls is None:
-            calls = self._call_nodes[id(node)] = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+            calls = self._call_nodes[id(node)] = [n for n in walk(node) if isinstance(n, ast.Call)]
         for n in calls:
             self._call(n, fr)
 

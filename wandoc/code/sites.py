@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wandoc.code.parse import ParsedFile, dotted, segment, str_const
+from wandoc.code.parse import ParsedFile, children, dotted, segment, str_const, walk
 from wandoc.code.reach import Reach, Way
 from wandoc.code.symbols import Func, Symbols
 from wandoc.facts import CodeSite
@@ -83,7 +83,7 @@ _FLASH_FLAG = re.compile(r"flash|(?:^|_)fa[23]?(?:$|_)|^fa[23]", re.I)  # FLASH_
 
 def _mentions_flash(node: ast.AST) -> bool:
     """A test or assert about flash-attention availability (names like FLASH_ATTN_2_AVAILABLE, FA3)."""
-    for n in ast.walk(node):
+    for n in walk(node):
         name = n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else ""
         if name and _FLASH_FLAG.search(name):
             return True
@@ -144,14 +144,9 @@ class _Scanner:
             handler(node)
 
     def _children(self, node: ast.AST) -> None:
-        for name in node._fields:
-            value = getattr(node, name, None)
-            if isinstance(value, list):
-                for item in value:
-                    if isinstance(item, ast.AST):
-                        self.visit(item)
-            elif isinstance(value, ast.AST):
-                self.visit(value)
+        visit = self.visit
+        for child in children(node):
+            visit(child)
 
     def hit(self, kind: str, node: ast.AST, target: str = "") -> None:
         self.out.hits.append(_Hit(kind, self.qual, getattr(node, "lineno", 0), self.in_loop, target))
@@ -217,7 +212,7 @@ class _Scanner:
                 continue  # an attention mask, not e.g. an input mask for the VAE
             builds = any(
                 isinstance(n, ast.Call) and dotted(n.func).rsplit(".", 1)[-1] in _MASK_BUILDERS
-                for n in ast.walk(node.value)
+                for n in walk(node.value)
             )
             if builds or (isinstance(t, ast.Subscript) and self.in_loop):
                 self.hit("mask_per_call", node)
@@ -307,7 +302,7 @@ class _Scanner:
             self.hit("flash_attention_call", node, target=name)
         if "attn_mask" in kw and any(
             isinstance(n, ast.Call) and dotted(n.func).rsplit(".", 1)[-1] in _MASK_BUILDERS
-            for n in ast.walk(kw["attn_mask"])
+            for n in walk(kw["attn_mask"])
         ):
             self.hit("mask_per_call", node)
 
@@ -363,7 +358,8 @@ def _scan_setup(pf: ParsedFile, attn_file: bool) -> list[_Hit]:
         todo: list[tuple[ast.stmt, str]] = [(stmt, "") for stmt in pf.tree.body]
         while todo:
             stmt, cls = todo.pop()
-            if not any(t in segment(pf, stmt) for t in ANYWHERE_TRIGGERS):
+            text = segment(pf, stmt)
+            if not any(t in text for t in ANYWHERE_TRIGGERS):
                 continue
             if id(stmt) in indexed:
                 hits.extend(_scan_function(pf, indexed[id(stmt)], attn_file).hits)
@@ -463,13 +459,14 @@ def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
             walked = judged.reach.walked
             whole = any(Func(rel, q) in walked for q in funcs)  # never-called neighbours: facts
             for qual, (node, _) in funcs.items():
-                if not any(t in segment(pf, node) for t in _ANY_SITE):
+                text = segment(pf, node)
+                if not any(t in text for t in _ANY_SITE):
                     continue  # no kind of site can be in it: not worth a scan
                 if (
                     Func(rel, qual) in walked
                     or _forwardish(qual)
                     or attn_file
-                    or (whole and any(t in segment(pf, node) for t in _FORWARD_TRIGGERS))
+                    or (whole and any(t in text for t in _FORWARD_TRIGGERS))
                 ):
                     hits.extend(_scan_function(pf, qual, attn_file).hits)
             ranked = sorted(hits, key=lambda h: (-(lines[h.line].rank if h.line in lines else -1), h.line))
