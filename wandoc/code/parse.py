@@ -342,7 +342,12 @@ def _quick_imports(text: str) -> list[ImportRef] | None:
     in_string = _string_lines(lines)
     if in_string is None:
         return None
-    starts = {text.count("\n", 0, m.start()): len(m.group(1).expandtabs()) for m in _IMPORT_AT.finditer(text)}
+    starts: dict[int, int] = {}
+    line = pos = 0
+    for m in _IMPORT_AT.finditer(text):  # line numbers counted on from the previous match, not from the start
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        starts[line] = len(m.group(1).expandtabs())
     found: list[tuple[int, bool, bool, str]] = []  # (line index, in function, main only, statement)
     for i, indent in sorted(starts.items()):
         if in_string[i]:
@@ -370,10 +375,14 @@ def _quick_imports(text: str) -> list[ImportRef] | None:
 
 def _string_lines(lines: list[str]) -> list[bool] | None:
     """Which lines start inside a triple-quoted string (so an ``import`` in a docstring is not taken)."""
-    out: list[bool] = []
+    out = [False] * len(lines)
     quote: str | None = None
-    for line in lines:
-        out.append(quote is not None)
+    last = 0  # lines after the last one with triple quotes keep its state
+    for i in [i for i, line in enumerate(lines) if '"""' in line or "'''" in line]:
+        if quote is not None:
+            out[last + 1 : i + 1] = [True] * (i - last)
+        last = i
+        line = lines[i]
         pos = 0
         while True:
             if quote is None:

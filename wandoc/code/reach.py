@@ -138,6 +138,7 @@ class Reach:
         self._call_nodes: dict[int, list[ast.Call]] = {}
         self._returns_args_memo: dict[Func, bool] = {}  # per statement: its calls (trees live as long as the walk)
         self._inst_values: dict[Cls, dict[str, Known | Any]] = {}
+        self._texts: dict[int, tuple[ast.AST, str]] = {}  # node id -> (node, its text): a test is shown many times
         self.steps = 0
         self.depth = 0
         self.cut: str | None = None
@@ -313,6 +314,15 @@ class Reach:
 
     # -- statements ----------------------------------------------------------------------------------------
 
+    def _shown(self, node: ast.AST) -> str:
+        """``_text(node)``, once per node."""
+        hit = self._texts.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        text = _text(node)
+        self._texts[id(node)] = (node, text)
+        return text
+
     def _step(self) -> bool:
         self.steps += 1
         if self.steps > BUDGET and not self.stopped:
@@ -336,18 +346,22 @@ class Reach:
         sub = _Frame(fr.file, fr.func, fr.cls, names, way, dict(fr.mod_names))
         return self._block(stmts, sub), names
 
-    def _merge(self, fr: _Frame, *branches: dict[str, Any]) -> None:
-        keys = set().union(*branches)
-        for k in keys:
-            vals = [b.get(k, UNKNOWN) for b in branches]
-            fr.names[k] = vals[0] if all(v == vals[0] for v in vals) else UNKNOWN
+    def _merge(self, fr: _Frame, first: dict[str, Any], second: dict[str, Any]) -> None:
+        """A name keeps its value where both ways agree on it, else it becomes unknown."""
+        out = fr.names
+        for k, v in first.items():
+            w = second.get(k, UNKNOWN)
+            out[k] = v if v is w or v == w else UNKNOWN
+        for k in second:
+            if k not in first:
+                out[k] = UNKNOWN
 
     def _stmt(self, stmt: ast.stmt, fr: _Frame) -> bool:
         way = fr.way
         if isinstance(stmt, ast.If):
             self._record(fr.file, stmt.test.lineno, stmt.test.end_lineno or stmt.test.lineno, way)
             self._calls(stmt.test, fr)
-            text = _text(stmt.test)
+            text = self._shown(stmt.test)
             if _first_call_flag(stmt.test, stmt.body):
                 ends, names = self._branch(stmt.body, fr, replace(way, forward=False))
                 self._branch(stmt.orelse, fr, way)
@@ -386,7 +400,7 @@ class Reach:
             self._calls(stmt.test, fr)
             value, sources = self._evaluator(fr).truth(stmt.test)
             if value is False:
-                self._mark_never(fr.file, stmt.body, _never_reason(_text(stmt.test), sources, self.run, False))
+                self._mark_never(fr.file, stmt.body, _never_reason(self._shown(stmt.test), sources, self.run, False))
                 return False
             body_way = way
             if not way.forward and self._calls_model(stmt.body, fr):
@@ -398,7 +412,7 @@ class Reach:
             ends, names = self._branch(stmt.body, fr, way)
             self._merge(fr, fr.names, names)
             for h in stmt.handlers:
-                caught = _text(h.type) if h.type is not None else "anything"
+                caught = self._shown(h.type) if h.type is not None else "anything"
                 self._mark_never(fr.file, h.body, f"fallback in `except {caught}`: runs only if the `try` fails")
             if stmt.orelse:
                 self._block(stmt.orelse, fr)
@@ -414,7 +428,7 @@ class Reach:
         if isinstance(stmt, ast.Match):
             self._record(fr.file, stmt.lineno, stmt.subject.end_lineno or stmt.lineno, way)
             for case in stmt.cases:
-                self._branch(case.body, fr, way.unsure(f"case {_text(case.pattern)}"))
+                self._branch(case.body, fr, way.unsure(f"case {self._shown(case.pattern)}"))
             return False
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             if fr.func is not None and not isinstance(stmt, ast.ClassDef):
@@ -529,13 +543,15 @@ class Reach:
                 continue
             t = self.target(arg, fr)
             if isinstance(t, Func):
-                way = fr.way.unsure(f"`{_text(call.func)}(...)` calls back {_text(arg)}")
                 node = self.symbols.function(t)
                 if node is not None:
                     bound = isinstance(arg, ast.Attribute) and "." in t.qual
                     cls = Cls(t.file, t.qual.split(".")[0]) if "." in t.qual else None
                     params = _params(node)[1 if bound else 0 :]
                     names = {p.arg: UNKNOWN for p in params}
+                    if self.stopped or self._visit_key(t, cls, names, fr.way.forward, False, fr.way.module) is None:
+                        continue  # walked so already: the way's text is not worth building
+                    way = fr.way.unsure(f"`{self._shown(call.func)}(...)` calls back {self._shown(arg)}")
                     self._function(t, cls, names, replace(way, chain=(*way.chain, t.qual)[-12:]))
 
     def _call(self, call: ast.Call, fr: _Frame) -> None:
@@ -564,7 +580,7 @@ class Reach:
     def _invoke(self, callee: Any, call: ast.Call, fr: _Frame, way: Way, suffix: str) -> None:
         if isinstance(callee, Choice):
             key = call.func.slice if isinstance(call.func, ast.Subscript) else None
-            shown = _text(key) if key is not None else "the key"
+            shown = self._shown(key) if key is not None else "the key"
             for k, t in callee.options:
                 self._invoke(t, call, fr, way.unsure(f"{shown} == {k!r}"), suffix)
             return
@@ -639,26 +655,40 @@ class Reach:
         if node is None:
             return
         names = self._bind(node, call, fr, bound)
+        if self.stopped or self._visit_key(fn, cls, names, way.forward, way.certain, module) is None:
+            return
         self._function(fn, cls, names, replace(way, chain=(*way.chain, fn.qual)[-12:], module=module))
 
-    def _function(self, fn: Func, cls: Cls | None, names: dict[str, Any], way: Way) -> None:
-        node = self.symbols.function(fn)
-        if node is None or self.stopped:
-            return
+    def _visit_key(
+        self, fn: Func, cls: Cls | None, names: dict[str, Any], forward: bool, certain: bool, module: str | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The context a call walks ``fn`` in (and the names it walks with), or None when the walk has already
+        been there: each function is walked once per context, and past ``CONTEXTS`` once with nothing known."""
         try:
             frozen = tuple(sorted((k, v) for k, v in names.items() if v is not UNKNOWN))
             hash(frozen)
         except TypeError:
             frozen = ()
-        slot = (fn, way.forward, way.certain)
-        key = (*slot, cls, frozen, way.module)
+        slot = (fn, forward, certain)
+        key = (*slot, cls, frozen, module)
         if key in self._visited:
-            return
+            return None
         if self._contexts[slot] >= CONTEXTS:
             names = {k: UNKNOWN for k in names}
             key = (*slot, cls, (), "*")
             if key in self._visited:
-                return
+                return None
+        return key, names
+
+    def _function(self, fn: Func, cls: Cls | None, names: dict[str, Any], way: Way) -> None:
+        node = self.symbols.function(fn)
+        if node is None or self.stopped:
+            return
+        found = self._visit_key(fn, cls, names, way.forward, way.certain, way.module)
+        if found is None:
+            return
+        key, names = found
+        slot = key[:3]
         if self.depth >= MAX_DEPTH:
             self.cut = self.cut or f"calls nested deeper than {MAX_DEPTH} were not followed; lines below are undecided"
             return
