@@ -18,7 +18,7 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from wandoc.code.conditions import ARGS, OBJECT, UNKNOWN, ArgsNS, Evaluator, Known, RunContext, batch_names
@@ -33,6 +33,10 @@ _MODELISH = ("model", "transformer", "dit", "unet", "denoiser", "net")
 _PASSTHROUGH = frozenset({"to", "eval", "train", "requires_grad_", "half", "float", "bfloat16", "cuda"})
 _PARSE = frozenset({"parse_args", "parse_known_args", "parse_intermixed_args"})
 _EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit"})
+_SIMPLE = frozenset(
+    {ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Pass, ast.Delete, ast.Assert,
+     ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal, ast.Break, ast.Continue}
+)  # fmt: skip  # statements without a body, most of what the walk visits
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,19 @@ class Way:
     def rank(self) -> int:
         return 2 * self.forward + self.certain
 
+    def but(self, **changes: Any) -> Way:
+        """``dataclasses.replace`` without its per-call field introspection: a way is copied at every branch and
+        call the walk follows."""
+        new = object.__new__(Way)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     def unsure(self, text: str) -> Way:
-        return replace(self, certain=False, conditions=(*self.conditions, text)[:6])
+        return self.but(certain=False, conditions=(*self.conditions, text)[:6])
 
     def decide(self, text: str, sources: frozenset[str]) -> Way:
         args = frozenset(s for s in sources if s not in ("platform", "env", "batch"))
-        return replace(self, decided=(*self.decided, text)[:8], chosen_by=self.chosen_by | args)
+        return self.but(decided=(*self.decided, text)[:8], chosen_by=self.chosen_by | args)
 
 
 @dataclass
@@ -67,6 +78,7 @@ class _Frame:
     names: dict[str, Any]
     way: Way
     mod_names: dict[str, str] = field(default_factory=dict)  # loop variable -> module path ("blocks.*")
+    evaluator: Evaluator | None = None  # made on first use; it reads ``names`` as they change
 
 
 def _text(node: ast.AST) -> str:
@@ -214,6 +226,11 @@ class Reach:
         return value
 
     def _evaluator(self, fr: _Frame) -> Evaluator:
+        if fr.evaluator is None:
+            fr.evaluator = self._new_evaluator(fr)
+        return fr.evaluator
+
+    def _new_evaluator(self, fr: _Frame) -> Evaluator:
         cls = fr.cls
 
         def self_value(attr: str) -> Known | Any:
@@ -227,7 +244,8 @@ class Reach:
         """What an expression refers to: a function, class, instance, module, a choice of those, or the args."""
         if depth > 8:
             return None
-        rec = lambda n: self.target(n, fr, depth + 1)  # noqa: E731
+        rec = self.target
+        depth += 1
         if isinstance(expr, ast.Name):
             if expr.id in fr.names:
                 v = fr.names[expr.id]
@@ -236,7 +254,7 @@ class Reach:
                 return Inst(fr.cls)
             return self.symbols.lookup(fr.file, expr.id)
         if isinstance(expr, ast.Attribute):
-            base = rec(expr.value)
+            base = rec(expr.value, fr, depth)
             if base is None or isinstance(base, ArgsNS | Choice):
                 return None
             return self.symbols.member(base, expr.attr)
@@ -245,12 +263,12 @@ class Reach:
             if isinstance(func, ast.Attribute) and func.attr in _PARSE:
                 return ARGS
             if isinstance(func, ast.Attribute) and func.attr in _PASSTHROUGH:
-                inner = rec(func.value)
+                inner = rec(func.value, fr, depth)
                 return inner if isinstance(inner, Inst) else None
             if isinstance(func, ast.Attribute) and func.attr in CONSTRUCTORS:
-                base = rec(func.value)
+                base = rec(func.value, fr, depth)
                 return Inst(base) if isinstance(base, Cls) else None
-            callee = rec(func)
+            callee = rec(func, fr, depth)
             if isinstance(callee, Cls):
                 return Inst(callee)
             if isinstance(callee, Func):
@@ -259,7 +277,7 @@ class Reach:
                 return self.symbols.returns(callee)
             return None
         if isinstance(expr, ast.Subscript):
-            base = rec(expr.value)
+            base = rec(expr.value, fr, depth)
             if isinstance(base, Inst) and base.elem:
                 return Inst(base.cls)
             if isinstance(base, Choice):
@@ -273,7 +291,7 @@ class Reach:
                 return base
             return None
         if isinstance(expr, ast.IfExp):
-            return rec(expr.body) or rec(expr.orelse)
+            return rec(expr.body, fr, depth) or rec(expr.orelse, fr, depth)
         return None
 
     def _returns_args(self, fn: Func) -> bool:
@@ -323,17 +341,14 @@ class Reach:
         self._texts[id(node)] = (node, text)
         return text
 
-    def _step(self) -> bool:
-        self.steps += 1
-        if self.steps > BUDGET and not self.stopped:
-            self.stopped = True
-            self.cut = f"the call graph stopped after {BUDGET:,} statements; lines past that are undecided"
-        return not self.stopped
-
     def _block(self, stmts: Sequence[ast.stmt], fr: _Frame) -> bool:
         """Walk statements in order; True when the block always ends in a return or raise."""
         for i, stmt in enumerate(stmts):
-            if not self._step():
+            self.steps += 1
+            if self.steps > BUDGET and not self.stopped:
+                self.stopped = True
+                self.cut = f"the call graph stopped after {BUDGET:,} statements; lines past that are undecided"
+            if self.stopped:
                 return False
             if self._stmt(stmt, fr):
                 if i + 1 < len(stmts):
@@ -357,13 +372,15 @@ class Reach:
                 out[k] = UNKNOWN
 
     def _stmt(self, stmt: ast.stmt, fr: _Frame) -> bool:
+        if stmt.__class__ in _SIMPLE:
+            return self._simple(stmt, fr)
         way = fr.way
         if isinstance(stmt, ast.If):
             self._record(fr.file, stmt.test.lineno, stmt.test.end_lineno or stmt.test.lineno, way)
             self._calls(stmt.test, fr)
             text = self._shown(stmt.test)
             if _first_call_flag(stmt.test, stmt.body):
-                ends, names = self._branch(stmt.body, fr, replace(way, forward=False))
+                ends, names = self._branch(stmt.body, fr, way.but(forward=False))
                 self._branch(stmt.orelse, fr, way)
                 return False
             value, sources = self._evaluator(fr).truth(stmt.test)
@@ -390,7 +407,7 @@ class Reach:
             self._bind_loop(stmt, fr)
             body_way = way
             if not way.forward and self._calls_model(stmt.body, fr):
-                body_way = replace(way, forward=True, module="")
+                body_way = way.but(forward=True, module="")
             _, names = self._branch(stmt.body, fr, body_way)
             self._merge(fr, fr.names, names)
             self._branch(stmt.orelse, fr, way)
@@ -404,7 +421,7 @@ class Reach:
                 return False
             body_way = way
             if not way.forward and self._calls_model(stmt.body, fr):
-                body_way = replace(way, forward=True, module="")
+                body_way = way.but(forward=True, module="")
             _, names = self._branch(stmt.body, fr, body_way)
             self._merge(fr, fr.names, names)
             return False
@@ -434,7 +451,11 @@ class Reach:
             if fr.func is not None and not isinstance(stmt, ast.ClassDef):
                 self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, way)  # a helper of this call
             return False
-        self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, way)
+        return self._simple(stmt, fr)
+
+    def _simple(self, stmt: ast.stmt, fr: _Frame) -> bool:
+        """A statement without a body: its calls are followed; True when it ends the block."""
+        self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, fr.way)
         self._calls(stmt, fr)
         if isinstance(stmt, ast.Assign):
             self._assign(stmt, fr)
@@ -552,7 +573,7 @@ class Reach:
                     if self.stopped or self._visit_key(t, cls, names, fr.way.forward, False, fr.way.module) is None:
                         continue  # walked so already: the way's text is not worth building
                     way = fr.way.unsure(f"`{self._shown(call.func)}(...)` calls back {self._shown(arg)}")
-                    self._function(t, cls, names, replace(way, chain=(*way.chain, t.qual)[-12:]))
+                    self._function(t, cls, names, way.but(chain=(*way.chain, t.qual)[-12:]))
 
     def _call(self, call: ast.Call, fr: _Frame) -> None:
         if call.args or call.keywords:
@@ -657,7 +678,7 @@ class Reach:
         names = self._bind(node, call, fr, bound)
         if self.stopped or self._visit_key(fn, cls, names, way.forward, way.certain, module) is None:
             return
-        self._function(fn, cls, names, replace(way, chain=(*way.chain, fn.qual)[-12:], module=module))
+        self._function(fn, cls, names, way.but(chain=(*way.chain, fn.qual)[-12:], module=module))
 
     def _visit_key(
         self, fn: Func, cls: Cls | None, names: dict[str, Any], forward: bool, certain: bool, module: str | None
