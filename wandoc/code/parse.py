@@ -128,6 +128,11 @@ def segment(pf: ParsedFile, node: ast.AST) -> str:
 
 _AST = ast.AST
 _child_fields: dict[type, tuple[str, ...]] = {}
+# Statements without a body of their own (imports are looked at before this is): nothing nested to visit.
+LEAF_STATEMENTS = frozenset(
+    {ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Pass, ast.Delete, ast.Assert,
+     ast.Global, ast.Nonlocal, ast.Break, ast.Continue}
+)  # fmt: skip
 
 
 def _fields(cls: type) -> tuple[str, ...]:
@@ -209,6 +214,8 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
 
     def stmts(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
         for s in body:
+            if s.__class__ in LEAF_STATEMENTS:
+                continue
             if isinstance(s, ast.Import | ast.ImportFrom):
                 names = tuple((a.name, a.asname) for a in s.names)
                 if isinstance(s, ast.Import):

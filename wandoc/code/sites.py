@@ -137,16 +137,19 @@ class _Scanner:
             ast.Subscript: self._subscript, ast.BinOp: self._binop, ast.Call: self._call,
             ast.Load: None, ast.Store: None, ast.Del: None, ast.Constant: None, ast.Name: None,
         }  # fmt: skip
+        self._default = self._children
 
     def visit(self, node: ast.AST) -> None:
-        handler = self._table.get(type(node), self._children)
+        handler = self._table.get(node.__class__, self._default)
         if handler is not None:
             handler(node)
 
     def _children(self, node: ast.AST) -> None:
-        visit = self.visit
+        table, default = self._table, self._default
         for child in children(node):
-            visit(child)
+            handler = table.get(child.__class__, default)  # ``visit`` inlined: this runs for every node
+            if handler is not None:
+                handler(child)
 
     def hit(self, kind: str, node: ast.AST, target: str = "") -> None:
         self.out.hits.append(_Hit(kind, self.qual, getattr(node, "lineno", 0), self.in_loop, target))
