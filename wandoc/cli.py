@@ -185,13 +185,12 @@ def check(
             fail(f"--facts {exc}")
         source = f"facts recorded in {facts_file}"
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         req = _request(repo, script, ckpt_dir, compare, deep)
-        with ThreadPoolExecutor(max_workers=1) as pool:  # probes wait on NVML, git and disks: load rules meanwhile
-            pending = pool.submit(collect, req)
-            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
-            facts = pending.result()
+        loaded: list = []  # the rules, read while the threaded probes wait on NVML, git and disks
+        facts = collect(req, meanwhile=lambda: loaded.append(
+            _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
+        ))  # fmt: skip
+        rule_list = loaded[0]
         _check_user_input(facts, req)
         source = "this machine"
     chosen_shell = (shell.value if shell else None) or settings.shell or facts.platform.shell or "bash"
