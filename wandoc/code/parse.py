@@ -135,10 +135,25 @@ LEAF_STATEMENTS = frozenset(
 )  # fmt: skip
 
 
+# Fields that hold names, numbers and flags, never a node (the grammar of the Pythons the doctor runs on).
+_PLAIN_FIELDS: dict[str, frozenset[str]] = {
+    "Name": frozenset({"id"}), "Attribute": frozenset({"attr"}), "Constant": frozenset({"value", "kind"}),
+    "arg": frozenset({"arg", "type_comment"}), "keyword": frozenset({"arg"}), "alias": frozenset({"name", "asname"}),
+    "FunctionDef": frozenset({"name", "type_comment"}), "AsyncFunctionDef": frozenset({"name", "type_comment"}),
+    "ClassDef": frozenset({"name"}), "ExceptHandler": frozenset({"name"}), "ImportFrom": frozenset({"module", "level"}),
+    "Global": frozenset({"names"}), "Nonlocal": frozenset({"names"}), "FormattedValue": frozenset({"conversion"}),
+    "comprehension": frozenset({"is_async"}), "AnnAssign": frozenset({"simple"}),
+    "Assign": frozenset({"type_comment"}), "For": frozenset({"type_comment"}), "AsyncFor": frozenset({"type_comment"}),
+    "With": frozenset({"type_comment"}), "AsyncWith": frozenset({"type_comment"}),
+}  # fmt: skip
+
+
 def _fields(cls: type) -> tuple[str, ...]:
     found = _child_fields.get(cls)
     if found is None:  # ``ctx`` only ever holds Load/Store/Del, which nothing here looks at
-        found = _child_fields[cls] = tuple(f for f in cls._fields if f != "ctx")  # type: ignore[attr-defined]
+        plain = _PLAIN_FIELDS.get(cls.__name__, frozenset()) if cls.__module__ == "ast" else frozenset()
+        fields = cls._fields  # type: ignore[attr-defined]
+        found = _child_fields[cls] = tuple(f for f in fields if f != "ctx" and f not in plain)
     return found
 
 

@@ -7,6 +7,7 @@ code), and a tree over ``MAX_PY_FILES`` is cut, with both recorded by the caller
 
 from __future__ import annotations
 
+import codecs
 import os
 import tokenize
 from collections.abc import Iterable
@@ -32,6 +33,11 @@ class Source(Protocol):
 
 def decode_source(data: bytes) -> str:
     """Decode Python source as the interpreter would (PEP 263 cookie or BOM, else UTF-8), never failing."""
+    first = data.find(b"\n")
+    second = data.find(b"\n", first + 1) if first >= 0 else -1
+    head = data if first < 0 or second < 0 else data[:second]  # a cookie can only be on the first two lines
+    if not data.startswith(codecs.BOM_UTF8) and b"coding" not in head:
+        return data.decode("utf-8", errors="replace")  # what the full detection below ends in, at a fraction
     try:
         encoding, _ = tokenize.detect_encoding(BytesIO(data).readline)
     except (SyntaxError, LookupError):
