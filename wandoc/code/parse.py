@@ -157,6 +157,12 @@ def _fields(cls: type) -> tuple[str, ...]:
     return found
 
 
+def node_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a node class that can hold nodes (cached), for walkers of their own."""
+    found = _child_fields.get(cls)
+    return _fields(cls) if found is None else found
+
+
 def children(node: ast.AST) -> list[ast.AST]:
     """``ast.iter_child_nodes`` as a list, without the Load/Store/Del markers."""
     out: list[ast.AST] = []

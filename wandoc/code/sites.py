@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wandoc.code.parse import ParsedFile, children, dotted, segment, str_const, walk
+from wandoc.code.parse import ParsedFile, dotted, node_fields, segment, str_const, walk
 from wandoc.code.reach import Reach, Way
 from wandoc.code.symbols import Func, Symbols
 from wandoc.facts import CodeSite
@@ -146,10 +146,13 @@ class _Scanner:
 
     def _children(self, node: ast.AST) -> None:
         table, default = self._table, self._default
-        for child in children(node):
-            handler = table.get(child.__class__, default)  # ``visit`` inlined: this runs for every node
-            if handler is not None:
-                handler(child)
+        for name in node_fields(node.__class__):  # ``children`` and ``visit`` inlined: this runs for every node
+            value = getattr(node, name, None)
+            for child in value if value.__class__ is list else (value,):
+                if isinstance(child, ast.AST):
+                    handler = table.get(child.__class__, default)
+                    if handler is not None:
+                        handler(child)
 
     def hit(self, kind: str, node: ast.AST, target: str = "") -> None:
         self.out.hits.append(_Hit(kind, self.qual, getattr(node, "lineno", 0), self.in_loop, target))
