@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import wandoc
-from wandoc.code.parse import _string_lines, children, walk
+from wandoc.code.parse import _string_lines, calls_in, children, walk
 from wandoc.code.source import decode_source
 
 SNIPPET = '''
@@ -55,6 +55,7 @@ def test_walk_visits_what_ast_walk_visits_in_its_order() -> None:
     ]
     for tree in trees:
         assert walk(tree) == _reference(tree)
+        assert calls_in(tree) == [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     tree = trees[0]
     for node in ast.walk(tree):
         assert children(node) == [n for n in ast.iter_child_nodes(node) if not isinstance(n, ast.expr_context)]

@@ -170,7 +170,9 @@ def children(node: ast.AST) -> list[ast.AST]:
     for name in _fields(node.__class__) if fields is None else fields:
         value = getattr(node, name, None)
         if value.__class__ is list:
-            out.extend(x for x in value if isinstance(x, _AST))
+            for x in value:
+                if isinstance(x, _AST):
+                    out.append(x)
         elif isinstance(value, _AST):
             out.append(value)
     return out
@@ -180,11 +182,8 @@ def walk(node: ast.AST) -> list[ast.AST]:
     """``list(ast.walk(node))`` in the same (breadth-first) order, without the Load/Store/Del markers: half the
     cost, and the walks over every function the run calls add up."""
     out = [node]
-    i = 0
     get = _child_fields.get
-    while i < len(out):
-        n = out[i]
-        i += 1
+    for n in out:  # the list grows as it is read: breadth first, without a counter
         fields = get(n.__class__)
         for name in _fields(n.__class__) if fields is None else fields:
             value = getattr(n, name, None)
@@ -195,6 +194,26 @@ def walk(node: ast.AST) -> list[ast.AST]:
             elif isinstance(value, _AST):
                 out.append(value)
     return out
+
+
+_LEAVES = frozenset({ast.Name, ast.Constant})
+
+
+def calls_in(node: ast.AST) -> list[ast.Call]:
+    """The calls in ``node``, in ``walk``'s order (names and constants, which hold nothing, are not queued)."""
+    todo = [node]
+    get = _child_fields.get
+    for n in todo:
+        fields = get(n.__class__)
+        for name in _fields(n.__class__) if fields is None else fields:
+            value = getattr(n, name, None)
+            if value.__class__ is list:
+                for x in value:
+                    if isinstance(x, _AST) and x.__class__ not in _LEAVES:
+                        todo.append(x)
+            elif isinstance(value, _AST) and value.__class__ not in _LEAVES:
+                todo.append(value)
+    return [n for n in todo if n.__class__ is ast.Call]  # type: ignore[misc]
 
 
 def dotted(node: ast.AST) -> str:

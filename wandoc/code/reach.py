@@ -23,7 +23,7 @@ from typing import Any
 
 from wandoc.code.conditions import ARGS, OBJECT, UNKNOWN, ArgsNS, Evaluator, Known, RunContext, batch_names
 from wandoc.code.imports import Walk
-from wandoc.code.parse import children, dotted, walk
+from wandoc.code.parse import calls_in, children, dotted, walk
 from wandoc.code.symbols import CONSTRUCTORS, Choice, Cls, Func, Inst, Mod, Symbols, Target, statements
 
 BUDGET = 150_000  # statements visited, all contexts together
@@ -552,7 +552,7 @@ class Reach:
     def _calls(self, node: ast.AST, fr: _Frame) -> None:
         calls = self._call_nodes.get(id(node))
         if calls is None:
-            calls = self._call_nodes[id(node)] = [n for n in walk(node) if isinstance(n, ast.Call)]
+            calls = self._call_nodes[id(node)] = calls_in(node)
         for n in calls:
             self._call(n, fr)
 
