@@ -16,6 +16,7 @@ walk stops after ``BUDGET`` statements, saying so.
 from __future__ import annotations
 
 import ast
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ BUDGET = 150_000  # statements visited, all contexts together
 MAX_DEPTH = 40  # nested calls followed from the entry (real pipelines need under 20)
 CONTEXTS = 6  # argument contexts walked per function and frequency before it is walked once with nothing known
 _MODELISH = ("model", "transformer", "dit", "unet", "denoiser", "net")
+_MODELISH_IN = re.compile("|".join(_MODELISH))  # one search instead of six: asked of every unresolved call's name
 _PASSTHROUGH = frozenset({"to", "eval", "train", "requires_grad_", "half", "float", "bfloat16", "cuda"})
 _PARSE = frozenset({"parse_args", "parse_known_args", "parse_intermixed_args"})
 _EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit"})
@@ -90,8 +92,7 @@ def _text(node: ast.AST) -> str:
 
 
 def _modelish(name: str) -> bool:
-    low = name.lower()
-    return any(m in low for m in _MODELISH)
+    return _MODELISH_IN.search(name.lower()) is not None
 
 
 def _never_reason(text: str, sources: frozenset[str], run: RunContext, negated: bool) -> str:
