@@ -2,9 +2,10 @@
 
 Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 bad input or usage, with a one-line
 reason and no traceback.
-"""
 
-from __future__ import annotations
+Annotations here are evaluated when the functions are defined (no ``from __future__ import annotations``): typer
+reads every command's parameters on each run, and would otherwise ``eval`` each annotation string.
+"""
 
 import gc
 import json
