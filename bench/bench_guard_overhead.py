@@ -1,12 +1,14 @@
 """What the guards cost: the same built-in generation with and without them, in one process.
 
-For each shape, runs alternate between three setups, so drift (clocks, heat, neighbours) hits all alike:
+For each shape, runs alternate between the setups, so drift (clocks, heat, neighbours) hits all alike:
 
 * ``unguarded``: no guard; each step is timed by two CUDA events (no sync) and the phases by a sync at their
   boundaries, as the guard does, so step times compare like for like;
 * ``plain``: the guard with per-op inspection off (``deep_steps=0, deep_every=0``): the cheap checks alone;
 * ``guard``: the guard with its defaults (cheap checks every step, step 0 inspected in full, step 1 on its first
-  forward, then a budgeted sample).
+  forward, then a budgeted sample);
+* ``saved``: ``guard`` with the report saved as the run goes, as ``wanrun generate --report`` does
+  (``wanrun.report_file``: a checkpoint after every judged step and phase).
 
 It reports medians over runs: the denoise phase time and its overhead against ``unguarded`` (also from the
 fastest runs, which noise inflates least), the plain-step overhead, and the extra time of an inspected step,
@@ -25,6 +27,7 @@ import datetime
 import json
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from wanrun.guard import Guard
 from wanrun.hooks import NullHooks
 from wanrun.pipeline import PipelineConfig, model_summary, run_pipeline
+from wanrun.report_file import ReportFile
 
 SHAPES: dict[str, dict[str, Any]] = {
     # Wan-1.3B at 480p: 32,760 tokens, about 0.5 s a forward on an H100
@@ -44,7 +48,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     # the same model at 1,560 tokens: about 30 ms a forward, where per-op Python costs the most
     "small": {"preset": "wan-1.3b", "size": "416x240", "frames": 13, "steps": 50},
 }
-SETUPS = ("unguarded", "plain", "guard")
+SETUPS = ("unguarded", "plain", "guard", "saved")
 
 
 def _sync() -> None:
@@ -96,9 +100,15 @@ def run_once(cfg: PipelineConfig, setup: str, device: str) -> dict[str, Any]:
     # plain: no inspection at all, not even after a slow step
     plain = {"deep_steps": 0, "deep_every": 0, "slow_factor": float("inf")}
     sampling: dict[str, Any] = plain if setup == "plain" else {}
-    with Guard(device, **sampling) as g:
-        run_pipeline(cfg, g)
-    report = g.report
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as folder:
+        keeper = ReportFile(Path(folder) / "run.json") if setup == "saved" else None
+        with Guard(device, on_progress=keeper.checkpoint if keeper else None, **sampling) as g:
+            if keeper is not None:
+                keeper.begin(g.snapshot)
+            run_pipeline(cfg, g)
+        report = g.report
+        if keeper is not None:
+            keeper.finish(report)
     steps = report.steps
     deep = [s.index for s in steps if s.deep]
     return {

@@ -501,7 +501,10 @@ def test_the_command(tmp_path: Path, temp_root: Path, fake_wanrun: list[str], ca
     (["--good", "nope", "--bad", "main"], "wandoc: unknown --good ref: nope\n", 2),
     (["--good", "main", "--bad", "main~1"], "wandoc: --good main is not an ancestor of --bad main~1; ", 2),
     (["--good", "main~1", "--bad", "main", "--steps", "0"], "wandoc: --steps: must be 1 or more\n", 2),
-    (["--good", "main~1", "--bad", "main", "--threshold", "0.9"], "wandoc: --threshold: must be 1.0 or more\n", 2),
+    (["--good", "main~1", "--bad", "main", "--threshold", "0.9"],
+     "wandoc: --threshold: must be a finite number of 1.0 or more, not 0.9\n", 2),
+    (["--good", "main~1", "--bad", "main", "--threshold", "nan"],  # NaN compares false: every commit would be good
+     "wandoc: --threshold: must be a finite number of 1.0 or more, not nan\n", 2),
     (["--good", "main~1", "--bad", "main"], "wandoc: the bad ref main is not worse than main~1", 1),
 ])  # fmt: skip
 def test_the_command_refuses_with_one_line(
@@ -512,3 +515,47 @@ def test_the_command_refuses_with_one_line(
     got, _, err = run_cli(["bisect", "--repo", str(h.root), *extra], capsys)
     assert got == code
     assert err.startswith(message) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_commits_that_change_nothing_the_run_reads_are_good_without_a_run(tmp_path: Path, temp_root: Path) -> None:
+    """A README or a script off the run's path cannot make the run slower: judged good unrun, never by noise.
+    A change to a data file, or to a file on the path, is still run."""
+    root = make_simple_wan_repo(tmp_path)
+    write_files(root, {"state.txt": "fast\n"})
+    shas = [commit_all(root, "good")]
+    write_files(root, {"README.md": "# how to run\n", "docs/shot.png": "png"})
+    shas.append(commit_all(root, "docs"))
+    write_files(root, {"tools/convert.py": "print('one-off')\n"})  # nothing imports it
+    shas.append(commit_all(root, "a tool"))
+    write_files(root, {"state.txt": "fast\nprompt\n"})  # a data file a script may read: run it
+    shas.append(commit_all(root, "data"))
+    write_files(root, {"state.txt": "slow\n", "wan/modules/attention.py": SLOW_ATTENTION_PY})
+    shas.append(commit_all(root, "slow"))
+    judge = FakeJudge()
+    result = bisect(check_range(root, shas[0], shas[-1]), judge)
+    assert result.first_bad is not None and result.first_bad.sha == shas[4]
+    judged = {s.sha: s.judgement for s in result.steps if s.judgement}
+    assert shas[2] in judged and shas[2] not in judge.seen  # git bisect tries the middle first: the tool commit
+    assert judged[shas[2]] == Judgement(
+        Verdict.GOOD,
+        "not run: changes only files the run never reads (README.md, docs/shot.png, tools/convert.py)",
+        "changes only files the run never reads (README.md, docs/shot.png, tools/convert.py): judged as the good ref",
+    )
+    assert shas[3] in judge.seen  # the data file's commit ran
+
+
+@pytest.mark.parametrize(
+    ("changed", "on_path", "unread"),
+    [
+        (["README.md", "docs/a.png", "LICENSE", ".github/workflows/ci.yml"], set(), True),
+        (["tools/convert.py"], set(), True),
+        (["wan/modules/attention.py"], {"wan/modules/attention.py"}, False),
+        (["configs/t2v.json"], set(), False),
+        (["prompts.txt"], set(), False),
+        (["README.md", "wan/x.yaml"], set(), False),
+    ],
+)
+def test_what_a_run_cannot_read(changed: list[str], on_path: set[str], unread: bool) -> None:
+    from wandoc.bisect import unread_change
+
+    assert (unread_change(changed, on_path) is not None) is unread

@@ -14,7 +14,7 @@ from wandoc.cli import app as wandoc_app
 from wanrun.cli import app as wanrun_app
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDES = ["docs/troubleshooting.md", "README.md", "docs/your-checkout.md", "docs/bisect.md"]
+GUIDES = ["docs/troubleshooting.md", "README.md", "docs/your-checkout.md", "docs/bisect.md", "docs/security.md"]
 RULE_GUIDES = {"docs/troubleshooting.md"}  # the guide by symptom leads to the rules: it must cite many
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from wandoc import atomic
 from wandoc.engine import Finding
 from wandoc.metrics import ModuleVolume, Report, StepMetrics
 from wandoc.render import svg
@@ -173,7 +174,7 @@ def test_a_failed_write_leaves_the_old_page_whole(tmp_path: Path, monkeypatch: p
     def full_disk(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "replace", full_disk)
+    monkeypatch.setattr(atomic, "_replace", full_disk)  # the real os.replace, as taken at import
     with pytest.raises(OSError, match="No space"):
         write_html("<!DOCTYPE html>new", page)
     assert page.read_text() == "old page" and [p.name for p in tmp_path.iterdir()] == ["run.html"]

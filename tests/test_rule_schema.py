@@ -90,6 +90,7 @@ def test_a_rule_reading_what_the_facts_lack_is_refused_at_load(text: str, line: 
         "true and none is null",
         "nvml.gpu_count >= 2 and nvml.available == 1 and parallel.world_size != none",
         "repo.effective.offload_model == 'True'",  # a free-form value may be anything
+        "[s for s in repo.sites if s.reach in ['forward', 'once']]",
     ],
 )
 def test_typed_reads_that_exist(source: str) -> None:
@@ -107,6 +108,7 @@ def test_typed_reads_that_exist(source: str) -> None:
         ("first(checkpoints.models).role == 'ditt'", "'ditt' is not one of '', 'dit',"),
         ("nvml.gpus[0].processes[1].used", "nvml.gpus[0].processes[1].used does not exist"),
         ("parallel.world_size_from != 'torchrn'", "'torchrn' is not one of"),
+        ("[s for s in repo.sites if s.reach == 'every_step']", "'every_step' is not one of 'forward', 'once'"),
         ("repo.path.name", "repo.path is a value (str), it has no '.name'"),
         ("nvml.gpu_count == '2'", "int compared with the string '2': never equal, never ordered"),
         ("first(nvml.gpus).name > 3", "a string compared with the number 3: never equal"),

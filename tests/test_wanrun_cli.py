@@ -58,6 +58,7 @@ def test_generate_writes_the_video_and_a_valid_report(tmp_path: Path, capsys: py
     assert report.run.pipeline == "builtin" and report.run.denoiser == "WanStyleDiT" and report.run.tokens > 0
     assert [s.forwards for s in report.steps] == [2, 2, 2]
     assert report.summary.deep_steps == [0, 1]
+    assert (report.summary.partial, report.summary.ended_by) == (False, "finished")
     assert not list(tmp_path.glob(".run.json.*"))  # the temp file of the atomic write is gone
     assert "No findings." in out and "WanStyleDiT on cpu" in out
 
@@ -142,6 +143,7 @@ def test_ctrl_c_exits_130_with_a_partial_report(tmp_path: Path, monkeypatch: pyt
     assert wanrun("generate", "--steps", "5", "--quiet", "--out", "c.npy", "--report", "r.json") == 130
     report = Report.model_validate_json((tmp_path / "r.json").read_text())
     assert report.summary.interrupted and len(report.steps) == 3 and report.summary.error is None
+    assert (report.summary.partial, report.summary.ended_by) == (False, "KeyboardInterrupt")
 
 
 def test_report_command_renders_a_report_and_refuses_other_files(

@@ -6,6 +6,11 @@ The user's checkout is never touched: the bisection runs in a detached worktree 
 alone. The judge decides good, bad or skip for one commit; ``wandoc.judge`` runs ``wanrun`` for it, tests use a
 fake. The good ref is judged first (the baseline a judge compares with), then the bad ref, which must judge bad,
 then what ``git bisect`` picks. The first bad commit comes back with its code facts against its parent.
+
+A commit that differs from the good ref only in files the run cannot read (documentation, images, Python files
+off the run's import path at both commits) is judged good without a run: it cannot have made the run slower, and
+a short run on a busy machine could call it worse by noise alone. Any other file (data or config the run might
+read) is run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from wandoc import safegit
+from wandoc.code.probe import probe_repo
 from wandoc.commit_change import (
     ChangeError,
     CommitChange,
@@ -102,6 +108,33 @@ class BisectResult:
     steps: list[Step] = field(default_factory=list)
 
 
+# Files no run reads: prose, pictures and repository housekeeping (anything else may be data a script opens)
+# (.txt and .json are not here: prompts and configs are read by scripts)
+_UNREAD_SUFFIXES = frozenset({".md", ".rst", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".pdf", ".ipynb"})
+_UNREAD_NAMES = frozenset({"license", "licence", "notice", "authors", "contributors", ".gitignore", ".gitattributes"})
+
+
+def _unread(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1].lower()
+    return (
+        rel.startswith(".github/")
+        or name in _UNREAD_NAMES
+        or name.startswith(("license.", "readme.", "changelog."))
+        or Path(name).suffix in _UNREAD_SUFFIXES
+    )
+
+
+def unread_change(changed: Sequence[str], on_path: set[str]) -> str | None:
+    """Why ``changed`` (files relative to the checkout) cannot change the run: a line naming them, else None."""
+    if not changed:
+        return "the same files as the good ref"
+    for rel in changed:
+        if rel in on_path or not (_unread(rel) or rel.endswith(".py")):
+            return None
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return f"changes only files the run never reads ({shown})"
+
+
 def check_range(repo: Path | None, good: str, bad: str, script: str = "generate.py") -> Range:
     """The range to bisect, or BisectError with one line: git missing, not a repository, unknown refs, ..."""
     try:
@@ -164,12 +197,24 @@ def bisect(
     """
     result = BisectResult(rng)
     judged: dict[str, Judgement] = {}
+    base_path: set[str] = set()
+
+    def on_path(wt: Worktree) -> set[str]:
+        return set(probe_repo(wt.root / rng.prefix, script, given_args, environ).import_path.modules)
+
+    def unchanged(wt: Worktree, sha: str) -> Judgement | None:
+        """GOOD without a run when the commit changes nothing the run reads against the good ref."""
+        pathspec = ["--", rng.prefix.rstrip("/")] if rng.prefix else []
+        names = git_out(["diff", "--name-only", "--no-renames", "-z", rng.good, sha, *pathspec], rng.top)
+        changed = [n[len(rng.prefix) :] for n in names.split("\0") if n]
+        why = unread_change(changed, base_path | on_path(wt))
+        return Judgement(Verdict.GOOD, f"not run: {why}", f"{why}: judged as the good ref") if why else None
 
     def run(wt: Worktree, role: str, sha: str, runs_left: int | None = None) -> Judgement:
         subject = commit_info(rng.top, sha).subject
         cand = Candidate(sha, subject, wt.root / rng.prefix, wt.scratch, baseline=role == "good")
         on_step(Step(role, sha, subject, runs_left))
-        verdict = judge(cand)
+        verdict = (unchanged(wt, sha) if role == "candidate" else None) or judge(cand)
         step = Step(role, sha, subject, runs_left, verdict)
         result.steps.append(step)
         on_step(step)
@@ -179,6 +224,7 @@ def bisect(
     try:
         with temp_worktree(rng.top, rng.good) as wt:
             base = run(wt, "good", rng.good)
+            base_path.update(on_path(wt))
             if base.verdict is not Verdict.GOOD:
                 raise BisectStop(f"the good ref {rng.good_ref} does not run, so there is no baseline: {base.detail}")
             wt.checkout(rng.bad)

@@ -7,8 +7,10 @@ Annotations here are evaluated when the functions are defined (no ``from __futur
 reads every command's parameters on each run, and would otherwise ``eval`` each annotation string.
 """
 
+import contextlib
 import gc
 import json
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -243,8 +245,17 @@ def facts(
 
 @app.command("bisect", context_settings={"help_option_names": ["-h", "--help"]})
 def bisect_cmd(
-    good: Annotated[str, typer.Option("--good", metavar="REF", help="A commit or branch where the run was fast.")],
-    bad: Annotated[str, typer.Option("--bad", metavar="REF", help="A later one where it is slow.")],
+    good: Annotated[
+        str | None, typer.Option("--good", metavar="REF", help="A commit or branch where the run was fast.")
+    ] = None,
+    bad: Annotated[str | None, typer.Option("--bad", metavar="REF", help="A later one where it is slow.")] = None,
+    cleanup: Annotated[
+        bool,
+        typer.Option(
+            "--cleanup",
+            help="Only remove what a killed bisect left (its temp worktree, run logs and git's record of it).",
+        ),
+    ] = False,
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
     steps: Annotated[
@@ -262,11 +273,15 @@ def bisect_cmd(
     arguments after `--`, and `wanrun compare` against the good ref's run calls it bad (slower per step, or
     findings the good ref lacks); a commit whose run does not start is skipped.
 
+    A bisect killed by SIGKILL or a power cut leaves its temporary worktree behind; the next bisect removes
+    such leftovers (those whose process is gone) before it starts, and --cleanup does only that.
+
     \b
     Exit codes: 0 found; 1 no answer (the bad ref is not slower, the good ref does not run, skips hide it);
     2 bad input; 130 interrupted.
     Example:
       wandoc bisect --good well --bad main --steps 4 -- --task ti2v-5B --ckpt_dir ./Wan2.2-TI2V-5B
+      wandoc bisect --cleanup
     """
     import shlex
 
@@ -275,11 +290,20 @@ def bisect_cmd(
     from wandoc.render.bisect import header, result_lines, step_end, step_start
     from wandoc.render.text import safe
     from wandoc.rule_from_commit import suggested_id
+    from wandoc.worktree import leftovers, remove_leftover
 
+    if not cleanup and (good is None or bad is None):
+        fail(f"{'--bad' if good else '--good'} REF is needed (or --cleanup alone)")
+    for item in leftovers():
+        remove_leftover(item)
+        typer.echo(safe(f"removed what a killed bisect left: {item.base}", markup=False))
+    if cleanup:
+        raise typer.Exit(0)
+    assert good is not None and bad is not None
     if steps is not None and steps < 1:
         fail("--steps: must be 1 or more")
-    if threshold is not None and threshold < 1.0:
-        fail("--threshold: must be 1.0 or more")
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 1.0):
+        fail(f"--threshold: must be a finite number of 1.0 or more, not {threshold}")
     repo = repo or _settings().repo
     try:
         rng = check_range(repo, good, bad, script)
@@ -469,15 +493,33 @@ def rules_new(
             text, change = rule_from_commit(rule_id, path, from_commit, repo or _settings().repo, script)
         except ChangeError as exc:
             fail(f"--from {from_commit}: {exc}")
-        path.write_text(text, encoding="utf-8")
+        _write_new(path, text)
         n = len(change.conditions)
         typer.echo(f"wrote {path} from commit {change.info.short} ({n} condition{'s' * (n != 1)}, examples pass)")
         typer.echo(f"adjust its wording, then: wandoc rules test {path}")
         return
     text = RULE_TEMPLATE.format(id=rule_id, path=path)
     parse_rule_text(text, str(path))  # the template itself must load
-    path.write_text(text, encoding="utf-8")
+    _write_new(path, text)
     typer.echo(f"wrote {path}; edit it, then: wandoc rules test {path}")
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` with ``text``, never replacing a file (one that appeared since the check included), and
+    say in one line why a folder does not take it (``--dir /proc``, a read-only disk)."""
+    try:
+        fh = open(path, "x", encoding="utf-8")  # noqa: SIM115 (closed below, whatever the write does)
+    except FileExistsError:
+        fail(f"{path} exists; not overwriting it")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+    try:
+        with fh:
+            fh.write(text)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()  # created here, then the write failed (a full disk): leave nothing half-written
+        fail(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _version(value: bool) -> None:
@@ -508,6 +550,9 @@ def main(argv: list[str] | None = None) -> None:
     # only walk the imported modules again and again, and once more at exit (a third of `wandoc check`). Long
     # work runs in child processes. Run as the program (no argv), the process ends here: freezing what exists
     # lets the exit skip that last walk. Called with argv (tests, other tools), the collector is given back.
+    from wandoc.streams import tolerate_encoding
+
+    tolerate_encoding()
     collecting = gc.isenabled()
     gc.disable()
     try:

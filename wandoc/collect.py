@@ -189,18 +189,15 @@ def coverage(facts: Facts) -> tuple[list[str], list[str]]:
 
 def load_facts_file(path: Path) -> Facts:
     """Recorded facts (``wandoc facts > FILE``), for replaying a user's machine anywhere."""
-    import json
-
     from pydantic import ValidationError
 
+    from wandoc.bounded import FileRefused, load_json
     from wandoc.errors import first_error
 
     try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON: {exc}") from None
+        data: Any = load_json(path)
+    except FileRefused as exc:
+        raise ValueError(f"{path}: {exc}") from None
     if isinstance(data, dict) and isinstance(data.get("facts"), dict):
         data = data["facts"]  # a whole `wandoc check --format json` report
     if not isinstance(data, dict):

@@ -270,7 +270,7 @@ class CodeSite(_Facts):
     function: str = Field("", description='qualified: "WanAttentionBlock.forward", "attention"')
     snippet: str = ""
     on_path: bool = Field(True, description="the file is imported by the run")
-    reach: str = Field(
+    reach: Literal["forward", "once", "conditional", "never", "unknown"] = Field(
         "forward",
         description='How often the line runs in this run: "forward" (every step), "once", "conditional" (under '
         'a condition the doctor could not decide), "never", or "unknown" (no entry script to start from). Facts '
@@ -483,7 +483,7 @@ class ChangedFunction(_Facts):
     file: str
     function: str = Field(description='Qualified: "WanSelfAttention.forward", "attention"')
     status: str = Field("changed", description='"changed", "added" (only here) or "removed" (only there)')
-    reach: str = Field(
+    reach: Literal["forward", "runs", "never"] = Field(
         "never",
         description='How this run runs it on the side that has it: "forward", "runs" (once or under a '
         'condition), "never"',

@@ -9,7 +9,8 @@ when B got worse than A (a per-step median past the threshold, or findings A lac
 
 from __future__ import annotations
 
-import json
+import math
+import os
 import statistics
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from wandoc.bisect import Candidate, Judgement, Verdict
+from wandoc.bounded import FileRefused, load_json
 
 # -P: the runs start in the checkout, whose own modules (a wanrun/, rich.py, json.py) must not shadow the
 # runner's; the runner puts the script's folder on the path itself, as python generate.py would
@@ -26,6 +28,13 @@ STEPS_FLAG = "--sample_steps"  # Wan's generate.py
 SAVE_FLAG = "--save_file"
 EXIT_INTERRUPTED = 130
 STOP_GRACE_S = 5.0
+PARENT_FD_ENV = "WANRUN_PARENT_FD"  # wanrun's contract: the read end of a pipe from the parent (wanrun.ending)
+LOG_TAIL = 64 << 10
+
+
+def _measured(value: object) -> bool:
+    """A step time a median can use (``wanrun compare`` leaves NaN, infinite and negative ones out too)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def with_steps(args: Sequence[str], steps: int | None) -> list[str]:
@@ -77,16 +86,27 @@ def run_args(args: Sequence[str], user_checkout: Path, checkout: Path, save_to: 
 
 def _read(report: Path) -> dict[str, Any]:
     try:
-        data = json.loads(report.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(report)
+    except FileRefused:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _tail(log: Path, limit: int = LOG_TAIL) -> str:
+    """The end of a run's output (a script may print gigabytes; the verdict needs the last lines)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - limit, 0))
+            return fh.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 def _median_step(report: dict[str, Any]) -> float | None:
     """The median step time as ``wanrun compare`` reads it: of the steps not inspected op by op, when any."""
     steps = report.get("steps")
-    timed = [s for s in steps if isinstance(s, dict) and isinstance(s.get("seconds"), int | float)] if (
+    timed = [s for s in steps if isinstance(s, dict) and _measured(s.get("seconds"))] if (
         isinstance(steps, list)
     ) else []  # fmt: skip
     values = [s["seconds"] for s in timed if not s.get("deep")] or [s["seconds"] for s in timed]
@@ -110,10 +130,7 @@ def summary(report: dict[str, Any], base: dict[str, Any] | None = None) -> str:
 
 def _reason(log: Path) -> str:
     """Why a run failed, from its output: wanrun's own one-line message, else the last line."""
-    try:
-        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError:
-        return ""
+    lines = [line.strip() for line in _tail(log).splitlines()]
     said = [line for line in lines if line.startswith("wanrun: ")]
     return said[-1] if said else next((line for line in reversed(lines) if line), "")
 
@@ -151,13 +168,27 @@ class RunJudge:
         self.base: Path | None = None
 
     def _call(self, args: Sequence[str], cwd: Path, log: Path) -> int:
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([*self.wanrun, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                code = proc.wait()
-            except BaseException:
-                _stop(proc)
-                raise
+        """Run wanrun and wait for it. The run gets the read end of a pipe whose write end only this process
+        holds: if this process dies, even by SIGKILL, the run reads end-of-file and stops (wanrun.ending), so no
+        orphan keeps the GPU. (PR_SET_PDEATHSIG would be Linux-only and fires when the forking thread ends.)"""
+        watch_r, watch_w = os.pipe() if os.name == "posix" else (-1, -1)
+        env = {**os.environ, PARENT_FD_ENV: str(watch_r)} if watch_r >= 0 else None
+        try:
+            with open(log, "wb") as out:
+                proc = subprocess.Popen([*self.wanrun, *args], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, pass_fds=(watch_r,) if watch_r >= 0 else ())  # fmt: skip
+                if watch_r >= 0:
+                    os.close(watch_r)
+                    watch_r = -1
+                try:
+                    code = proc.wait()
+                except BaseException:
+                    _stop(proc)
+                    raise
+        finally:
+            for fd in (watch_r, watch_w):
+                if fd >= 0:
+                    os.close(fd)
         if code == EXIT_INTERRUPTED:
             raise KeyboardInterrupt
         return code
@@ -186,7 +217,7 @@ class RunJudge:
             compare += ["--threshold", str(self.threshold)]
         clog = cand.scratch / f"{name}.compare.log"
         code = self._call(compare, cand.checkout, clog)
-        text = clog.read_text(encoding="utf-8", errors="replace").rstrip() if clog.is_file() else ""
+        text = _tail(clog).rstrip()
         line = summary(data, _read(self.base))
         if code == 0:
             return Judgement(Verdict.GOOD, line, text)

@@ -279,6 +279,18 @@ class Summary(_M):
     interrupted: bool = Field(
         False, description="The run stopped early (Ctrl-C or --strict): the report covers the steps that ran."
     )
+    partial: bool = Field(
+        False,
+        description="The report was saved before the run's end was judged: a checkpoint written after each step "
+        "(the process was killed, or is still running), or a report saved in haste (a second signal, the console "
+        "closed). It covers the steps judged until then; the step in flight and the run-scope rules are missing.",
+    )
+    ended_by: str | None = Field(
+        None,
+        description="What ended the run: finished (it ran to its end; error says if it failed), error, strict, "
+        "SIGINT (Ctrl-C), SIGTERM, SIGHUP, SIGBREAK, console closed, parent process ended, os._exit (the script "
+        "ended the process itself), KeyboardInterrupt (raised by code). Null while partial: no end was seen.",
+    )
 
 
 class Report(_M):

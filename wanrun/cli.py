@@ -3,8 +3,8 @@
 Thin on purpose: parse, call, render, exit code. torch and the pipeline are imported inside the command that
 needs them, so ``wanrun --help`` and ``wanrun report`` start in a blink. Exit codes: 0 nothing at or above
 ``--fail-on``; 1 a finding at or above it (or ``--strict`` stopped the run); 2 bad input, one line, no
-traceback; 3 the generation itself failed (the report is still written); 130 interrupted (Ctrl-C), with a
-partial report.
+traceback; 3 the generation itself failed (the report is still written); 128 + the signal when a signal stopped
+the run (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), with the report of the steps that ran.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typer.exceptions import TyperException
 if TYPE_CHECKING:
     from wandoc.engine import Finding
     from wandoc.metrics import Report
+    from wanrun.ending import Ending
+    from wanrun.report_file import ReportFile
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -59,11 +61,30 @@ def _bail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def write_report(report: Report, path: Path) -> None:
-    """Write atomically, so a reader never sees half a report."""
-    from wandoc.atomic import write_text_atomic
+def _report_file(path: Path | None) -> ReportFile | None:
+    """``--report``, checked before anything runs: a path that cannot be written is exit 2 in a second, not
+    after an hour of generation."""
+    if path is None:
+        return None
+    from wanrun.report_file import ReportFile
 
-    write_text_atomic(path, report.to_json())
+    keeper = ReportFile(path)
+    try:
+        keeper.check()
+    except OSError as exc:
+        _bail(f"cannot write the report {path}: {exc.strerror or exc}")
+    return keeper
+
+
+def _check_html(path: Path | None) -> None:
+    if path is None:
+        return
+    from wandoc.atomic import check_writable
+
+    try:
+        check_writable(path)
+    except OSError as exc:
+        _bail(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _config_error(exc: Exception) -> str:
@@ -98,7 +119,8 @@ happen, with the fix; a summary follows, and the JSON report with --report.
   wanrun report run.json                           [dim]read a report again[/dim]
 
 Exit codes: 0 clean; 1 a finding at or above --fail-on, or --strict stopped the run; 2 bad input; 3 the \
-generation failed (the report is still written); 130 interrupted (a partial report).
+generation failed (the report is still written); 130, 143, 129 stopped by Ctrl-C, SIGTERM, SIGHUP (the report \
+covers the steps that ran). The report is saved as the run goes: a kill loses at most the step in flight.
 """
 
 
@@ -203,14 +225,20 @@ def generate(
         cfg.check_device(cfg.resolved_device().split(":")[0])
     except ValueError as exc:
         _bail(str(exc))
+    keeper = _report_file(report)
+    _check_html(html)
     try:
         loaded = rulebook.load(rules or [])
     except RuleFileError as exc:
         _bail(str(exc))
 
+    from wanrun.ending import Ending
+
     console = _out()
-    code, final, stop = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console)
-    _finish(console, final, code, stop, report=report, html=html, quiet=quiet, fail_on=fail_on)
+    with Ending(haste=keeper.emergency if keeper is not None else None) as ending:
+        code, final, stop = _run(cfg, loaded, strict=strict, deep_every=deep_every, quiet=quiet, console=console,
+                                 keeper=keeper)  # fmt: skip
+        _finish(console, final, code, stop, keeper=keeper, html=html, quiet=quiet, fail_on=fail_on, ending=ending)
 
 
 def _generate_repo(
@@ -220,11 +248,19 @@ def _generate_repo(
     """``--repo``: the checkout's own script under the guards (see wanrun.repo_job)."""
     from wandoc import rulebook
     from wandoc.engine import RuleFileError
+    from wanrun.ending import Ending
     from wanrun.repo_job import RepoJob, RepoUsageError, rank_info, run_repo_job
     from wanrun.targets import TargetsError, load_targets
 
     if deep_every is not None and deep_every < 0:
         _bail("--deep-every: must be 0 or more")
+    rank, world = rank_info()
+    keeper = _report_file(report)
+    if keeper is not None and world > 1:  # torchrun: each rank saves its own part; rank 0 merges them at the end
+        from wanrun.ranks import part_path
+
+        keeper.path = part_path(keeper.path, rank)
+    _check_html(html)
     try:
         loaded, targets = rulebook.load(rules or []), load_targets(rules or [])
     except (RuleFileError, TargetsError) as exc:
@@ -232,42 +268,48 @@ def _generate_repo(
     console = _out()
     job = RepoJob(repo, script, args, loaded, targets, device=device or "auto", strict=strict,
                   deep_every=deep_every, quiet=quiet)  # fmt: skip
-    try:
-        code, final, stop = run_repo_job(job, console)
-    except RepoUsageError as exc:
-        _bail(str(exc))
-    rank, world = rank_info()
-    if world > 1 and report is not None:  # torchrun: rank 0 writes one report for all ranks
-        from wanrun.ranks import gather
-
+    with Ending(haste=keeper.emergency if keeper is not None else None) as ending:
         try:
-            merged = gather(final, report, rank, world)
-        except OSError as exc:
-            _bail(f"cannot write the report {report}: {exc}")
-        if merged is None:
+            code, final, stop = run_repo_job(job, console, keeper)
+        except RepoUsageError as exc:
+            _bail(str(exc))
+        if world > 1 and report is not None:  # rank 0 writes one report for all ranks
+            from wanrun.ranks import gather
+            from wanrun.report_file import ReportFile
+
+            try:
+                if keeper is not None:
+                    keeper.finish(final)  # this rank's part, whole: no checkpoint may follow it
+                merged = gather(final, report, rank, world)
+            except OSError as exc:
+                _bail(f"cannot write the report {report}: {exc}")
+            ending.done()
+            if merged is None:
+                raise typer.Exit(code)
+            final, keeper = merged, ReportFile(report)
+        if final.summary.error:
+            _err(f"{script} failed: {final.summary.error}")
+        if rank != 0:
             raise typer.Exit(code)
-        final = merged
-    if final.summary.error:
-        _err(f"{script} failed: {final.summary.error}")
-    if rank != 0:
-        raise typer.Exit(code)
-    _finish(console, final, code, stop, report=report, html=html, quiet=quiet, fail_on=fail_on)
+        _finish(console, final, code, stop, keeper=keeper, html=html, quiet=quiet, fail_on=fail_on, ending=ending)
 
 
 def _finish(
-    console: Console, final: Report, code: int, stop: Finding | None, *, report: Path | None, html: Path | None,
-    quiet: bool, fail_on: FailOn,
+    console: Console, final: Report, code: int, stop: Finding | None, *, keeper: ReportFile | None,
+    html: Path | None, quiet: bool, fail_on: FailOn, ending: Ending | None = None,
 ) -> NoReturn:  # fmt: skip
     """Write the report (JSON, and the page with --html), show the summary and exit with the contract's code."""
     from wandoc.engine import at_or_above
     from wandoc.render.text import counts_line, safe
     from wanrun.report_view import render
 
-    if report is not None:
+    if keeper is not None:
         try:
-            write_report(final, report)
+            keeper.finish(final)
         except OSError as exc:
-            _bail(f"cannot write the report {report}: {exc}")
+            _bail(f"cannot write the report {keeper.path}: {exc.strerror or exc}")
+    if ending is not None:
+        ending.done()
     if html is not None:
         from wanrun.report_html import write_run_html
 
@@ -281,7 +323,7 @@ def _finish(
     else:
         console.print()
         render(final, console)
-    for label, path in (("report", report), ("html", html)):
+    for label, path in (("report", keeper.path if keeper is not None else None), ("html", html)):
         if path is not None:
             console.print(f"[dim]{label}: {safe(path)}[/dim]", soft_wrap=True)
     if stop is not None:
@@ -292,9 +334,11 @@ def _finish(
 
 
 def _run(
-    cfg: Any, rules: list[Any], *, strict: bool, deep_every: int | None, quiet: bool, console: Console
-) -> tuple[int, Report, Finding | None]:
-    """Run the pipeline under a guard: exit code, report, and the finding that stopped a strict run."""
+    cfg: Any, rules: list[Any], *, strict: bool, deep_every: int | None, quiet: bool, console: Console,
+    keeper: ReportFile | None = None,
+) -> tuple[int, Report, Finding | None]:  # fmt: skip
+    """Run the pipeline under a guard: exit code, report, and the finding that stopped a strict run. With
+    ``keeper`` the report is on disk before the first step and after each judged one."""
     import torch
 
     from wandoc.errors import failure_line
@@ -318,7 +362,13 @@ def _run(
     )
     view = LiveView(console, quiet=quiet, total=cfg.steps, gpu=torch.device(device).type != "cpu")
     sampling: dict[str, Any] = {} if deep_every is None else {"deep_every": deep_every, "deep_budget": None}
-    guard = Guard(device, rules, strict=strict, on_finding=view.on_finding, on_step=view.on_step, run=run, **sampling)
+    guard = Guard(device, rules, strict=strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
+                  on_progress=keeper.checkpoint if keeper is not None else None, **sampling)  # fmt: skip
+    if keeper is not None:
+        try:
+            keeper.begin(guard.snapshot)
+        except OSError as exc:
+            _bail(f"cannot write the report {keeper.path}: {exc.strerror or exc}")
     code, stop = 0, None
     try:
         with view, guard:
@@ -326,9 +376,12 @@ def _run(
             guard.record_output(result.out)
     except GuardStop as exc:
         code, stop = EXIT_FINDINGS, exc.finding
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-        _err("interrupted; the report covers the steps that ran")
+    except KeyboardInterrupt as exc:
+        code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
+        why = getattr(exc, "reason", "")
+        if not guard.interrupted:  # stopped before the guard's context took it (the live view starting)
+            guard.interrupted, guard.ended_by = True, why or "KeyboardInterrupt"
+        _err(f"interrupted{f' ({why})' if why else ''}; the report covers the steps that ran")
     except Exception as exc:
         code = EXIT_FAILED
         _err(f"the generation failed: {failure_line(exc)}")
@@ -393,7 +446,7 @@ def compare_cmd(
       wanrun compare main.json branch.json --html compare.html
     """
     from wandoc.render.text import safe
-    from wanrun.compare import ReportError, compare, load_report
+    from wanrun.compare import ReportError, check_threshold, compare, load_report
     from wanrun.report_view import render_comparison
 
     if threshold is None:
@@ -403,8 +456,8 @@ def compare_cmd(
             threshold = load_settings().regress_threshold
         except SettingsError as exc:
             _bail(str(exc))
-    if threshold < 1.0:
-        _bail("--threshold: must be 1.0 or more")
+    if (problem := check_threshold(threshold)) is not None:
+        _bail(f"--threshold: {problem}")
     try:
         base, other = load_report(a), load_report(b)
     except ReportError as exc:
@@ -425,17 +478,26 @@ def compare_cmd(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: usage errors become one line and exit 2, like every other bad input."""
+    """Console entry point: usage errors become one line and exit 2, like every other bad input. Output
+    streams that cannot encode a character (``PYTHONIOENCODING=cp1252``, a redirect on Windows) write a
+    replacement instead of failing. Run as the program, the process ends even if a script left threads."""
+    from wandoc.streams import tolerate_encoding
+
+    tolerate_encoding()
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
     try:
         code = app(args=args, prog_name="wanrun", standalone_mode=False)
-    except typer.Abort:
-        code = EXIT_INTERRUPTED
+    except typer.Abort as exc:  # Ctrl-C (SIGTERM, SIGHUP) outside a run (which has its own report): one line
+        code = getattr(exc.__cause__, "exit_code", EXIT_INTERRUPTED)
+        _err(f"interrupted ({getattr(exc.__cause__, 'reason', 'SIGINT')})")
     except TyperException as exc:  # an unknown option, a missing value, a bad choice
         _err(exc.format_message().replace("Value error, ", ""))
         code = EXIT_USAGE if exc.exit_code in (1, 2) else exc.exit_code
     code = code if isinstance(code, int) else 0
     if argv is None:
+        from wanrun.ending import stop_stragglers
+
+        stop_stragglers(code)
         sys.exit(code)
     return code
 

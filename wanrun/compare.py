@@ -10,7 +10,7 @@ findings.
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from wandoc.bounded import FileRefused, load_json
 from wandoc.errors import first_error
 from wandoc.metrics import REPORT_SCHEMAS, Report, StepMetrics
 
@@ -66,6 +67,7 @@ class Comparison:
     new_findings: list[str] = field(default_factory=list)  # "RULE-ID (step N, module)"
     gone_findings: list[str] = field(default_factory=list)
     threshold: float = 1.10
+    notes: list[str] = field(default_factory=list)  # what was left out of the medians, and why
 
     @property
     def regressed(self) -> bool:
@@ -73,12 +75,11 @@ class Comparison:
 
 
 def load_report(path: Path) -> Report:
+    """A run report from disk: a regular file under the size cap, plain JSON of sane depth, the report schema."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: not a JSON report: {exc}") from None
+        data = load_json(path, kind="a JSON report")
+    except FileRefused as exc:
+        raise ReportError(f"{path}: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") not in REPORT_SCHEMAS:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         expected = ", ".join(REPORT_SCHEMAS)
@@ -89,14 +90,23 @@ def load_report(path: Path) -> Report:
         raise ReportError(f"{path}: {first_error(exc)}") from None
 
 
-def _median(report: Report, metric: Metric) -> float | None:
+def _measured(value: float | None) -> bool:
+    """A value a median can use: a finite, non-negative number (NaN, infinity or a negative time in a report
+    is a broken measurement, and one NaN would make every comparison with the median false)."""
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def _median(report: Report, metric: Metric) -> tuple[float | None, int]:
+    """The median of the metric over the steps it is read from, and how many of them held no usable value."""
     steps = report.steps
     if metric.inspected_only:
         steps = [s for s in steps if s.deep]
     elif metric.plain_only:
         steps = [s for s in steps if not s.deep] or steps  # a run inspected throughout has only those
-    values = [v for s in steps if (v := metric.read(s)) is not None]
-    return float(statistics.median(values)) if values else None
+    read = [metric.read(s) for s in steps]
+    values = [v for v in read if _measured(v)]
+    broken = sum(1 for v in read if v is not None and not _measured(v))
+    return (float(statistics.median(values)) if values else None), broken
 
 
 def _ratio(a: float | None, b: float | None, higher_is_worse: bool) -> float | None:
@@ -118,12 +128,28 @@ def _finding_keys(report: Report) -> dict[str, str]:
     }
 
 
+def check_threshold(value: float) -> str | None:
+    """Why ``value`` cannot be a threshold, or None: it must be a finite number of at least 1.0 (NaN compares
+    false with everything, so a NaN threshold would call every run fine)."""
+    if not math.isfinite(value) or value < 1.0:
+        return f"must be a finite number of 1.0 or more, not {value}"
+    return None
+
+
 def compare(a: Report, b: Report, threshold: float = 1.10, min_bytes: int = 1 << 20) -> Comparison:
     """Compare run B against baseline A; a metric is worse when its ratio exceeds ``threshold`` and, for byte
     metrics, the difference is at least ``min_bytes`` (a few kilobytes more is noise, not a regression)."""
+    if (problem := check_threshold(threshold)) is not None:
+        raise ValueError(f"threshold {problem}")
     out = Comparison(threshold=threshold)
     for m in METRICS:
-        va, vb = _median(a, m), _median(b, m)
+        (va, broken_a), (vb, broken_b) = _median(a, m), _median(b, m)
+        for run, broken in (("A", broken_a), ("B", broken_b)):
+            if broken:
+                out.notes.append(
+                    f"{m.name}: {broken} step{'s' * (broken != 1)} of {run} held no usable value (NaN, infinite or "
+                    "negative) and were left out as unmeasured"
+                )
         ratio = _ratio(va, vb, m.higher_is_worse)
         worse = ratio is not None and ratio > threshold
         if worse and m.unit == "bytes" and va is not None and vb is not None:

@@ -53,6 +53,7 @@ from __future__ import annotations
 import bisect
 import os
 import platform
+import stat
 import statistics
 import sys
 import time
@@ -70,10 +71,12 @@ from torch import nn
 
 from wandoc.engine import Finding, Rule
 from wandoc.metrics import Phase, Report, RunInfo, StepHistory, StepMetrics, Summary
+from wanrun import ending
 from wanrun.guards import discovery
 from wanrun.guards.casts import CastTracker
 from wanrun.guards.clock import StepClock, StepTiming
 from wanrun.guards.dispatch import DeepSession, warm_up
+from wanrun.guards.handles import remove_handles
 from wanrun.guards.host import HostMemory, compile_counters, read_bytes
 from wanrun.guards.named import NamedHooks
 from wanrun.guards.nvml_sampler import NvmlSampler
@@ -83,6 +86,14 @@ from wanrun.runtime import RuntimeRules, cached_rules, cached_targets
 PHASE_NAMES = ("load", "encode", "denoise", "decode", "save", "other")
 _DENOISER_HINTS = ("denois", "dit", "transformer", "unet", "noise_model", "expert", "wanmodel")
 _OTHER_HINTS = ("vae", "text", "t5", "clip", "encoder", "decoder", "tokenizer", "image")
+_stat = os.stat  # taken at import, before any user script runs (a script may patch os)
+
+
+def _isfile(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(_stat(path).st_mode)
+    except OSError:
+        return False
 
 
 class GuardReused(RuntimeError):
@@ -206,6 +217,7 @@ class Guard:
         model: nn.Module | None = None,
         run: RunInfo | dict[str, Any] | None = None,
         shell: str | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.deep_steps, self.deep_every, self.slow_factor = deep_steps, deep_every, slow_factor
@@ -213,6 +225,7 @@ class Guard:
         self.deep_forwards = deep_forwards if deep_forwards else None  # None: inspected steps see every forward
         self.strict = strict
         self.on_finding, self.on_step = on_finding, on_step
+        self.on_progress = on_progress  # after a step is judged or a phase ends: a caller saving the report as it goes
         self._rule_dirs = self._rule_paths(rules)
         self._rules = RuntimeRules(self._load_rules(rules), shell)
         self.run = run.model_copy() if isinstance(run, RunInfo) else RunInfo.model_validate(run or {})
@@ -226,6 +239,7 @@ class Guard:
         self.output: Path | None = None
         self.error: str | None = None
         self.interrupted = False
+        self.ended_by: str | None = None  # what ended the run (Summary.ended_by); set on exit when not said before
         self._want_nvml = nvml
         self._sampler: NvmlSampler | None = None
         self._clock = StepClock(self.device)
@@ -292,26 +306,32 @@ class Guard:
         if self._entered:
             raise GuardReused()
         self._entered = self._active = True
-        if self.deep_steps > 0 or self.deep_every > 0:
-            # before the clock starts: a one-time cost of the guard, not of the run
-            self.run.inspect_op_seconds = warm_up()
         self._t_start = time.perf_counter()
-        self._read_run_facts()
-        if self._want_nvml and self.device.type == "cuda":
-            self._start_nvml()
-        targets = cached_targets(tuple(self._rule_dirs))
-        self._named = NamedHooks(targets, self)
-        self._named.install()
-        if self._pending_model is not None:
-            self.attach_model(self._pending_model, "denoiser", denoiser=True)
-            self.run.found_by = "model"
-            self._pending_model = None
-        else:
-            self._discovery = discovery.Discovery(targets.denoisers, self._adopt)
-            self._discovery.install()
+        try:
+            if self.deep_steps > 0 or self.deep_every > 0:
+                # a one-time cost of the guard, not of the run: the clock restarts after it
+                self.run.inspect_op_seconds = warm_up()
+                self._t_start = time.perf_counter()
+            self._read_run_facts()
+            if self._want_nvml and self.device.type == "cuda":
+                self._start_nvml()
+            targets = cached_targets(tuple(self._rule_dirs))
+            self._named = NamedHooks(targets, self)
+            self._named.install()
+            if self._pending_model is not None:
+                self.attach_model(self._pending_model, "denoiser", denoiser=True)
+                self.run.found_by = "model"
+                self._pending_model = None
+            else:
+                self._discovery = discovery.Discovery(targets.denoisers, self._adopt)
+                self._discovery.install()
+        except BaseException as exc:  # Ctrl-C while starting is an interrupted run too, with a report that says so
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        ending.hold()  # the run is over: a signal now must not break the report's making
         try:
             if self._open is not None:
                 if self._open.tentative and exc_type is None:
@@ -319,10 +339,16 @@ class Guard:
                 else:
                     self._end_step(evaluate=False)
             self._settle(wait=True)  # judge the steps still in flight; the run is over, so no strict stop
+        except Exception as err:  # a device that failed: the report keeps what was judged
+            warnings.warn(f"wanrun: could not judge the last steps: {err}", stacklevel=2)
         finally:
             self._teardown()
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt | GuardStop):
+        if exc_type is not None and issubclass(exc_type, GuardStop):
             self.interrupted = True
+            self.ended_by = self.ended_by or "strict"
+        elif exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.interrupted = True
+            self.ended_by = self.ended_by or getattr(exc, "reason", "KeyboardInterrupt")
         elif exc is not None:
             self.error = f"{type(exc).__name__}: {exc}"
         try:
@@ -335,17 +361,16 @@ class Guard:
         self._active = False
         self.leave_to_runner()
         for attached in self._models:
-            for handle in attached.handles:
-                handle.remove()
-            attached.handles.clear()
+            remove_handles(attached.handles)
             for module, original in attached.wrapped:
-                module._compiled_call_impl = original
+                with suppress(Exception):
+                    module._compiled_call_impl = original
             attached.wrapped.clear()
-        for handle in self._late.values():
-            handle.remove()
+        remove_handles(list(self._late.values()))
         self._late.clear()
         if self._sampler is not None:
-            self._sampler.stop()
+            with suppress(Exception):
+                self._sampler.stop()
         if self._t_end is None:
             self._t_end = time.perf_counter()
 
@@ -417,6 +442,7 @@ class Guard:
                 )
             )
         self._settle_between_steps()
+        self._progress()
 
     def _settle_between_steps(self) -> None:
         """Judge the steps in flight when no step is open (a phase boundary, after the device was drained)."""
@@ -662,11 +688,29 @@ class Guard:
             summary=summary,
         )
 
+    def snapshot(self) -> Report:
+        """The report as far as the run has been judged, marked partial: what is saved while the run goes. Steps
+        whose time is not known yet are left out (the step in flight), and run-scope rules are not judged."""
+        if self._summary is not None:
+            return self.report
+        judged = self.steps[: self._judged]
+        summary = self._build_summary(judged)
+        summary.partial, summary.ended_by = True, None
+        return Report(
+            run=self.run.model_copy(),
+            phases=self._phases_with_denoise(),
+            steps=list(judged),
+            findings=list(self.findings),
+            summary=summary,
+        )
+
     def finish(self) -> Report:
         """Judge the whole run (run-scope rules) and freeze the summary; called on exit, idempotent."""
         if self._summary is None:
             if self._t_end is None:
                 self._t_end = time.perf_counter()
+            if self.ended_by is None:
+                self.ended_by = "error" if self.error else "finished"
             summary = self._build_summary()
             for finding in self._rules.at_end(self.run, summary):
                 self._emit(finding)
@@ -953,7 +997,7 @@ class Guard:
     def _settle(self, wait: bool) -> Finding | None:
         """Judge the recorded steps in order, as far as their times are known: older steps are waited for (the
         device is past them, or nearly), the newest only when ``wait``. Returns the first strict-mode stop."""
-        stop = None
+        stop, judged = None, False
         while self._pending:
             p = self._pending[0]
             try:
@@ -966,7 +1010,18 @@ class Guard:
             self._pending.popleft()
             found = self._judge(p)
             stop = stop or found
+            judged = True
+        if judged:
+            self._progress()
         return stop
+
+    def _progress(self) -> None:
+        if self.on_progress is None:
+            return
+        try:
+            self.on_progress()
+        except Exception as err:  # saving the report as it goes must never stop a generation
+            warnings.warn(f"wanrun: could not save the report so far: {err!r}", stacklevel=3)
 
     def _judge(self, p: _Pending) -> Finding | None:
         step, timing = p.step, p.timing
@@ -1028,8 +1083,8 @@ class Guard:
 
     # -- summary --------------------------------------------------------------------------------------------
 
-    def _build_summary(self) -> Summary:
-        steps = self.steps
+    def _build_summary(self, steps: list[StepMetrics] | None = None) -> Summary:
+        steps = self.steps if steps is None else steps
         utils = [s.gpu_util for s in steps if s.gpu_util is not None]
         phases: dict[str, float] = {}
         read: dict[str, int] = {}
@@ -1039,7 +1094,10 @@ class Guard:
                 read[p.name] = read.get(p.name, 0) + p.read_bytes
         compiles = [s.compiles for s in steps if s.compiles is not None]
         end = self._t_end if self._t_end is not None else time.perf_counter()
-        output_bytes = self.output.stat().st_size if self.output is not None and self.output.is_file() else 0
+        output_bytes = 0
+        if self.output is not None:
+            with suppress(OSError, ValueError):  # a file gone, or a script that patched os.stat
+                output_bytes = _stat(self.output).st_size if _isfile(self.output) else 0
         return Summary(
             steps=len(steps),
             seconds_total=end - self._t_start if self._t_start is not None else 0.0,
@@ -1064,6 +1122,7 @@ class Guard:
             output_bytes=output_bytes,
             error=self.error,
             interrupted=self.interrupted,
+            ended_by=self.ended_by,
         )
 
     def _checked(self) -> list[str]:

@@ -44,7 +44,9 @@ def merge(parts: dict[int, Report], world: int) -> Report:
 
 
 def gather(own: Report, report: Path, rank: int, world: int, wait: float = WAIT_SECONDS) -> Report | None:
-    """Write this rank's part; on rank 0, wait for the others and return the merged report (parts removed)."""
+    """Write this rank's part; on rank 0, wait for the others and return the merged report (parts removed).
+    A part saved while its rank was still running (``summary.partial``) is waited on; one still partial at the
+    deadline (a rank killed mid-run) is merged as it is, and the summary says so."""
     mine = part_path(report, rank)
     write_text_atomic(mine, own.to_json())
     if rank != 0:
@@ -54,14 +56,22 @@ def gather(own: Report, report: Path, rank: int, world: int, wait: float = WAIT_
     while True:
         for r in range(world):
             path = part_path(report, r)
-            if r not in parts and path.is_file():
+            if (r not in parts or parts[r].summary.partial) and path.is_file():
                 try:
                     parts[r] = Report.model_validate_json(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError, ValidationError):
                     continue  # being written (atomic rename makes this rare): read it on the next pass
-        if len(parts) == world or time.monotonic() > deadline:
+        finished = [r for r, p in parts.items() if not p.summary.partial]
+        if len(finished) == world or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     for r in parts:
         part_path(report, r).unlink(missing_ok=True)
-    return merge(parts, world)
+    merged = merge(parts, world)
+    partial = sorted(r for r, p in parts.items() if p.summary.partial)
+    if partial:
+        merged.summary.not_checked.append(
+            f"rank(s) {', '.join(map(str, partial))} left only a report saved mid-run (killed?): "
+            "their last steps are missing"
+        )
+    return merged

@@ -6,7 +6,9 @@ steps that ran, the doctor's findings, and the file it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +19,7 @@ from wandoc.engine import Finding, Rule
 from wandoc.metrics import Report, RunInfo
 
 if TYPE_CHECKING:
+    from wanrun.report_file import ReportFile
     from wanrun.targets import Targets
 
 EXIT_FINDINGS, EXIT_FAILED, EXIT_INTERRUPTED = 1, 3, 130
@@ -48,8 +51,12 @@ def rank_info() -> tuple[int, int]:
         return 0, 1
 
 
-def run_repo_job(job: RepoJob, console: Console) -> tuple[int, Report, Finding | None]:
-    """Exit code, report, and the finding that stopped a strict run."""
+def run_repo_job(
+    job: RepoJob, console: Console, keeper: ReportFile | None = None
+) -> tuple[int, Report, Finding | None]:
+    """Exit code, report, and the finding that stopped a strict run. With ``keeper`` the report is on disk before
+    the script starts and after each judged step (``wanrun.report_file``), and written whole if the script ends
+    the process with ``os._exit``."""
     from wanrun.doctor import examine, not_a_checkout
 
     repo = job.repo.resolve()
@@ -82,34 +89,63 @@ def run_repo_job(job: RepoJob, console: Console) -> tuple[int, Report, Finding |
     view = LiveView(console, quiet=job.quiet or rank != 0, total=0, gpu=device.type != "cpu")
     sampling: dict[str, Any] = {} if job.deep_every is None else {"deep_every": job.deep_every, "deep_budget": None}
     guard = Guard(device, job.rules, strict=job.strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
-                  **sampling)  # fmt: skip
+                  on_progress=keeper.checkpoint if keeper is not None else None, **sampling)  # fmt: skip
     runner = RepoRunner(repo, job.script, job.args, guard, job.targets, on_total=lambda n: setattr(view, "total", n))
+
+    def with_job(report: Report) -> Report:
+        """The guard's report, with what the doctor said and how the script ran."""
+        report.doctor = list(verdict.findings)
+        report.run.args = {**report.run.args, "script_exit_code": runner.outcome.exit_code,
+                           "denoiser_found_by": runner.outcome.found_by, "imported": list(runner.imported)}  # fmt: skip
+        git = verdict.facts.git
+        if git.is_repo:
+            report.run.args["git"] = {"commit": git.commit, "branch": git.branch, "dirty": git.dirty}
+        return report
+
+    def os_exit(status: int, main_thread: bool) -> None:
+        """The script is ending the process: close the run as well as the moment allows, and write it."""
+        with contextlib.suppress(BaseException):
+            view.__exit__(None, None, None)
+        if main_thread:  # the script's own code is on hold: the guard can judge what is left
+            guard.__exit__(None, None, None)
+            report = with_job(guard.report)
+        else:  # the main thread may be anywhere: the steps judged so far, marked partial
+            report = with_job(guard.snapshot())
+            report.summary.partial, report.summary.ended_by = True, "os._exit"
+        if keeper is not None:
+            keeper.finish(report)
+        where = f"; report: {keeper.path}" if keeper is not None else ""
+        _say(f"{job.script} ended the process with os._exit({status}){where}")
+
+    runner.on_os_exit = os_exit
+    if keeper is not None:
+        try:
+            keeper.begin(lambda: with_job(guard.snapshot()))
+        except OSError as exc:
+            raise RepoUsageError(f"cannot write the report {keeper.path}: {exc.strerror or exc}") from None
     with view, guard:
         outcome = runner.run()
-    report = guard.report
-    report.doctor = list(verdict.findings)
-    report.run.args["script_exit_code"] = outcome.exit_code
-    report.run.args["denoiser_found_by"] = outcome.found_by
-    report.run.args["imported"] = runner.imported
-    git = verdict.facts.git
-    if git.is_repo:
-        report.run.args["git"] = {"commit": git.commit, "branch": git.branch, "dirty": git.dirty}
+    report = with_job(guard.report)
     if outcome.stopped is not None:
         return EXIT_FINDINGS, report, outcome.stopped.finding
     if outcome.interrupted:
-        return EXIT_INTERRUPTED, report, None
+        return outcome.exit_code or EXIT_INTERRUPTED, report, None
     if guard.error is not None:
         return EXIT_FAILED, report, None
     return 0, report, None
 
 
-def _show_doctor(console: Console, findings: list[Finding], evaluated: int) -> None:
-    from rich.markup import escape
+def _say(message: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"wanrun: {message}\n")
+        sys.stderr.flush()
 
-    from wandoc.render.text import counts_line
+
+def _show_doctor(console: Console, findings: list[Finding], evaluated: int) -> None:
+    from wandoc.render.text import counts_line, safe
 
     console.print(f"[bold]doctor[/bold] ({evaluated} rules): {counts_line(findings)}")
     marks = {"error": "[red]✗[/red]", "warning": "[yellow]![/yellow]", "info": "[blue]i[/blue]"}
     for f in findings:
-        console.print(f"  {marks.get(f.severity, '-')} {f.rule}: {escape(f.message)}")
+        console.print(f"  {marks.get(f.severity, '-')} {safe(f.rule)}: {safe(f.message)}")
     console.print()

@@ -30,7 +30,9 @@ import functools
 import inspect
 import os
 import runpy
+import signal
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -44,8 +46,10 @@ from torch import nn
 
 from wandoc.errors import failure_line
 from wandoc.metrics import Phase
+from wanrun import ending
 from wanrun.guard import Guard, GuardStop
 from wanrun.guards.discovery import class_names, denoisers_on_stack, inner, owner_of
+from wanrun.guards.handles import remove_handles
 from wanrun.guards.named import mark
 from wanrun.targets import Targets
 
@@ -61,6 +65,12 @@ class ScriptOutcome:
     stopped: GuardStop | None = None  # strict mode ended it
     interrupted: bool = False
     found_by: str = ""  # how the denoiser was found: "class WanModel", "size", "" (not found)
+    ended_by: str | None = None  # a signal's name, "os._exit", ... (Summary.ended_by); None: the guard decides
+
+
+# Taken at import, before any script runs: the runner must restore the process however the script patched os
+_chdir, _getpid = os.chdir, os.getpid
+_STOP_SIGNALS = [s for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK") if (s := getattr(signal, n, None))]
 
 
 def _under(path: object, root: Path) -> bool:
@@ -77,6 +87,18 @@ class _Patch:
     owner: Any
     name: str
     original: Any
+
+
+@dataclass
+class _Saved:
+    """What the runner changes for the script, as it was before."""
+
+    import_: Any
+    argv: list[str]
+    path: list[str]
+    cwd: str
+    streams: tuple[Any, ...]
+    handlers: dict[int, Any]
 
 
 @dataclass
@@ -106,6 +128,7 @@ class RepoRunner:
         targets: Targets,
         *,
         on_total: Callable[[int], None] | None = None,
+        on_os_exit: Callable[[int, bool], None] | None = None,
     ) -> None:
         self.repo = repo.resolve()
         self.script = (self.repo / script).resolve()
@@ -115,6 +138,8 @@ class RepoRunner:
         self.guard = guard
         self.targets = targets
         self.on_total = on_total
+        # the script called os._exit(code) (on the main thread or not): the report must be written before it
+        self.on_os_exit = on_os_exit
         self._names = targets.names()
         self._denoiser_names = set(targets.denoisers)
         self._patches: list[_Patch] = []
@@ -127,6 +152,8 @@ class RepoRunner:
         self._local_hooks: list[Any] = []
         self._compiled_calls: list[tuple[nn.Module, Callable[..., Any]]] = []
         self.outcome = ScriptOutcome()
+        self._saved: _Saved | None = None
+        self._t0 = 0.0
         self.imported: list[str] = []  # the checkout's files the run imported, in order: the code that ran
 
     # -- the run --------------------------------------------------------------------------------------------
@@ -134,18 +161,20 @@ class RepoRunner:
     def run(self) -> ScriptOutcome:
         """Run the script to its end. Exceptions of the script are kept in the outcome, not raised; Ctrl-C and a
         strict stop are kept too. Must be called inside the guard's context."""
-        saved_argv, saved_path, saved_cwd = sys.argv[:], sys.path[:], os.getcwd()
-        saved_import = builtins.__import__
+        self._saved = _Saved(builtins.__import__, sys.argv[:], sys.path[:], os.getcwd(),
+                             (sys.stdin, sys.stdout, sys.stderr), _signal_handlers())  # fmt: skip
         self.guard.leave_to_runner()  # the runner watches the checkout's names and finds its denoiser itself
         self._drop_repo_modules()
         self._seen_modules = set(sys.modules)
         self._modules_len = len(sys.modules)
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         try:
             sys.argv = [str(self.script), *self.args]
             sys.path.insert(0, str(self.script.parent))
-            os.chdir(self.repo)
-            builtins.__import__ = self._importing(saved_import)
+            _chdir(self.repo)
+            builtins.__import__ = self._importing(self._saved.import_)
+            self._patches.append(_Patch(os, "_exit", os._exit))
+            os._exit = self._os_exit(os._exit)  # type: ignore[assignment]
             self._global_hook = nn.modules.module.register_module_forward_pre_hook(self._first_forward)
             try:
                 runpy.run_path(str(self.script), run_name="__main__")
@@ -154,25 +183,67 @@ class RepoRunner:
                 if self.outcome.exit_code and not isinstance(exc.code, int):
                     self.outcome.error = str(exc.code)
             except BaseException as exc:
+                ending.hold()
                 self._close_step((type(exc), exc, exc.__traceback__))
                 raise
+            ending.hold()
             self._close_step()
         except GuardStop as exc:
             self.outcome.stopped, self.outcome.exit_code = exc, 1
-        except KeyboardInterrupt:
-            self.outcome.interrupted, self.outcome.exit_code = True, 130
+        except KeyboardInterrupt as exc:
+            self.outcome.interrupted, self.outcome.exit_code = True, getattr(exc, "exit_code", 130)
+            self.outcome.ended_by = getattr(exc, "reason", "KeyboardInterrupt")
         except Exception as exc:
             self.outcome.exit_code = 1
             self.outcome.error = failure_line(exc)
         finally:
-            builtins.__import__ = saved_import
-            self._remove_hooks()
-            sys.argv, sys.path[:] = saved_argv, saved_path
-            os.chdir(saved_cwd)
-            self._drop_repo_modules()
-            self._record_phases(t0)
+            ending.hold()
+            self._restore()
         self._tell_guard()
         return self.outcome
+
+    def _restore(self) -> None:
+        """Put the process back as it was before the script, each part on its own: a script that broke one of
+        them (patched a function, deleted the folder it ran in) must not leave the others undone. Once."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        builtins.__import__ = saved.import_
+        self._remove_hooks()
+        sys.argv, sys.path[:] = saved.argv, saved.path
+        sys.stdin, sys.stdout, sys.stderr = saved.streams  # the runner prints its summary on its own streams
+        for sig, handler in saved.handlers.items():
+            with contextlib.suppress(Exception):
+                signal.signal(sig, handler)
+        with contextlib.suppress(OSError):
+            _chdir(saved.cwd)
+        with contextlib.suppress(Exception):
+            self._drop_repo_modules()
+        self._record_phases(self._t0)
+
+    def _os_exit(self, real: Callable[[int], Any]) -> Callable[[int], Any]:
+        """``os._exit`` for the script: the process ends as it asks, but the report is written first. Only in
+        this process: a child forked by the script (multiprocessing) calls it too, and owns no report."""
+        pid = _getpid()
+
+        def _exit(status: int) -> Any:
+            if _getpid() == pid and self.on_os_exit is not None:
+                main = threading.current_thread() is threading.main_thread()
+                self.outcome.exit_code, self.outcome.ended_by = _exit_code(status), "os._exit"
+                if self.outcome.exit_code:
+                    self.outcome.error = f"{self.script.name} ended the process with os._exit({status})"
+                ending.hold()
+                # each part on its own: the process ends as the script asked, whatever one of them did
+                # (closing the step may raise a strict stop, which has nowhere to go now)
+                for part in (self._close_step, self._restore) if main else ():
+                    with contextlib.suppress(BaseException):
+                        part()
+                with contextlib.suppress(BaseException):
+                    self._tell_guard()
+                    self.on_os_exit(status, main)
+            real(status)
+
+        return _exit
 
     def _tell_guard(self) -> None:
         """The guard's report says how the script ended: the runner, not the guard's context, caught it."""
@@ -182,6 +253,8 @@ class RepoRunner:
         elif out.exit_code != 0 and out.stopped is None and not out.interrupted:
             self.guard.error = f"{self.script.name} exited with status {out.exit_code}"
         self.guard.interrupted = self.guard.interrupted or out.interrupted
+        if out.ended_by is not None:
+            self.guard.ended_by = out.ended_by
 
     def _drop_repo_modules(self) -> None:
         """Forget the checkout's modules (and any module of the same top-level name from elsewhere), so each
@@ -195,17 +268,17 @@ class RepoRunner:
                 sys.modules.pop(name, None)
 
     def _remove_hooks(self) -> None:
-        if self._global_hook is not None:
-            self._global_hook.remove()
-            self._global_hook = None
-        for handle in self._local_hooks:
-            handle.remove()
+        """Everything the runner installed comes off, each on its own (a failure never keeps the rest on)."""
+        remove_handles([h for h in (self._global_hook, *self._local_hooks) if h is not None])
+        self._global_hook = None
         self._local_hooks.clear()
         for model, original in reversed(self._compiled_calls):
-            model._compiled_call_impl = original
+            with contextlib.suppress(Exception):
+                model._compiled_call_impl = original
         self._compiled_calls.clear()
         for patch in reversed(self._patches):
-            setattr(patch.owner, patch.name, patch.original)
+            with contextlib.suppress(Exception):
+                setattr(patch.owner, patch.name, patch.original)
         self._patches.clear()
 
     def _record_phases(self, t0: float) -> None:
@@ -394,7 +467,7 @@ class RepoRunner:
 
     def _remove_global_hook(self) -> None:
         if self._global_hook is not None:
-            self._global_hook.remove()
+            remove_handles([self._global_hook])
             self._global_hook = None
 
     def _denoiser_forward(self, module: nn.Module, args: Any) -> None:
@@ -439,6 +512,13 @@ class RepoRunner:
         self._adopt([largest], found_by="size")
         self._remove_global_hook()
         st.index = st.scheduler_calls
+
+
+def _signal_handlers() -> dict[int, Any]:
+    """The stop signals' handlers, to put back after the script (main thread only: elsewhere none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
 
 
 def _exit_code(code: object) -> int:

@@ -330,8 +330,15 @@ def _banners(report: Report) -> str:
     s, out = report.summary, []
     if s.error:
         out.append(f'<p class="banner bad">The generation failed: {esc(s.error)}</p>')
-    if s.interrupted:
-        out.append('<p class="banner note">Stopped early: the report covers the steps that ran.</p>')
+    if s.partial:
+        how = esc(s.ended_by) if s.ended_by else "the process was killed, or is still running"
+        out.append(
+            f'<p class="banner note">Partial report: saved while the run went on and never finished ({how}); it '
+            "covers the steps judged until then.</p>"
+        )
+    elif s.interrupted:
+        how = f" ({esc(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
+        out.append(f'<p class="banner note">Stopped early{how}: the report covers the steps that ran.</p>')
     if any(f.severity == "error" for f in report.findings):
         out.append('<p class="banner bad">Error-level findings: each makes a run fail or many times slower.</p>')
     return "".join(out)
@@ -441,6 +448,7 @@ def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b
         for label, items in (("New in B", cmp.new_findings), ("Gone in B", cmp.gone_findings))
         if items
     ]
+    changes += [f'<p class="note">{esc(note)}</p>' for note in cmp.notes]
     older = findings_section(a.findings, where=True, grouped=False)
     body = [
         f"<h1>wanrun compare: {esc(a_name)} → {esc(b_name)}</h1>",

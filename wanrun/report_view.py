@@ -120,8 +120,15 @@ def render(report: Report, console: Console) -> None:
         console.print(f"[dim]not checked: {safe('; '.join(s.not_checked))}[/dim]", highlight=False)
     if s.output:
         console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})", highlight=False)
-    if s.interrupted:
-        console.print("[yellow]stopped early: the report covers the steps that ran[/yellow]")
+    if s.partial:
+        how = safe(s.ended_by) if s.ended_by else "the process was killed, or is still running"
+        console.print(
+            f"[yellow]partial report: saved while the run went on and never finished ({how}); it covers the steps "
+            "judged until then[/yellow]"
+        )
+    elif s.interrupted:
+        how = f" ({safe(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
+        console.print(f"[yellow]stopped early{how}: the report covers the steps that ran[/yellow]")
     if s.error:
         console.print(f"[red]the generation failed: {safe(s.error)}[/red]", highlight=False)
 
@@ -146,5 +153,7 @@ def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None
     for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
         if items:
             console.print(f"[{style}]{label}:[/{style}] {safe(', '.join(items))}", highlight=False)
+    for note in cmp.notes:
+        console.print(f"[yellow]note:[/yellow] {safe(note)}")
     verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
     console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")

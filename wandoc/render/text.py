@@ -30,15 +30,21 @@ AREAS = {
 
 
 # C0 controls but tab and newline, DEL, and C1: ESC starts CSI and OSC sequences (colours, cursor moves, window
-# titles, hyperlinks, clipboard writes); a lone CR or BS overwrites what was printed; U+009B is an 8-bit CSI.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# titles, hyperlinks, clipboard writes); a lone CR or BS overwrites what was printed; U+009B is an 8-bit CSI. And
+# the bidirectional embeddings, overrides and isolates, which reorder what a reader sees on the line.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def safe(text: object, *, markup: bool = True) -> str:
     """Text from a rule file, a report or a checkout, fit for the terminal: control characters are shown as
     ``\\x1b`` instead of sent, and rich markup such as ``[/bold]`` is escaped (``markup=False`` for a rich
     ``Text`` or a plain line, which take no markup). Every view that prints such text goes through here."""
-    shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    shown = _CONTROL.sub(_visible, str(text))
     return escape(shown) if markup else shown
 
 

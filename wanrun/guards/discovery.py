@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
+from wanrun.guards.handles import remove_handles
+
 OWNER_FRAMES = 24  # how far up the stack to look for the object that holds a denoiser
 WRAPPED_SHARE = 0.9  # a wrapper's inner model holds nearly all of its parameters
 REPEATS = 3  # top-level calls that make a module "run repeatedly" when no step is known
@@ -137,9 +139,7 @@ class Discovery:
             ]
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        remove_handles(self._handles)
 
     def mark(self) -> None:
         """Start a new window (a step begins)."""

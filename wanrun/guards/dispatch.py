@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from wandoc.metrics import ModuleVolume
 from wanrun.guards.casts import CastTracker, WeightIndex, module_paths
+from wanrun.guards.handles import remove_handles
 from wanrun.guards.ops import OpEvent, handler_for
 from wanrun.guards.residency import Model, layerwise_casting
 
@@ -73,9 +74,7 @@ class ModuleStack:
         ]
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        remove_handles(self._handles)
         self._stack.clear()
 
     def _pop_early(self, module: nn.Module, args: Any, output: Any) -> None:

@@ -14,7 +14,7 @@ import inspect
 import sys
 import types
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,8 +74,9 @@ class NamedHooks:
                     self._patch(mod, target, obj)
 
     def remove(self) -> None:
-        for patch in reversed(self._patches):
-            setattr(patch.owner, patch.name, patch.original)
+        for patch in reversed(self._patches):  # each on its own: one that fails never keeps the rest on
+            with suppress(Exception):
+                setattr(patch.owner, patch.name, patch.original)
         self._patches.clear()
 
     def _patch(self, module: Any, name: str, obj: Any) -> None:
