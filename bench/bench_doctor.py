@@ -10,10 +10,12 @@ source checkout that compiles the doctor's modules on every run). WANDOC_* setti
 
 The official code (the wan22 wheel's ``wan`` package with the tests' generate.py-shaped entry, a ti2v-5B run) is
 timed too, and with ``--fork DIR --script wgp.py`` a fork's checkout (read only, never run). ``--src DIR`` times
-another copy of wandoc's source (e.g. a git worktree of an older commit) instead of this one, for before/after.
+another copy of wandoc's source (e.g. a git worktree of an older commit) instead of this one; ``--baseline DIR``
+times that copy as well, run for run beside this one (each case's runs interleaved), for before/after figures
+taken under the same load.
 
 Usage: python bench/bench_doctor.py [--runs 7] [--json out.json] [--bytecode-as-is] [--fork DIR --script S]
-       [--src DIR] [--only NAME]
+       [--src DIR] [--baseline DIR] [--only NAME]
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--fork", type=Path, help="a fork's checkout to time `wandoc check --repo` on")
     parser.add_argument("--script", default="generate.py", help="the fork's entry script")
     parser.add_argument("--src", type=Path, help="time this copy of wandoc's source instead (PYTHONPATH)")
+    parser.add_argument("--baseline", type=Path, help="also time this copy of wandoc's source, interleaved")
     parser.add_argument("--only", action="append", default=[], help="time only the cases whose name contains this")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -98,13 +101,21 @@ def main() -> None:
             cases[f"wandoc check (fork {args.fork.name}, --script {args.script})"] = (fork, Path(tmp))
         if args.only:
             cases = {k: v for k, v in cases.items() if any(o in k for o in args.only)}
+        envs = {name: env for name in cases}
+        if args.baseline is not None:
+            base_env = child_env(Path(tmp), bytecode=not args.bytecode_as_is, src=args.baseline)
+            for name, case in list(cases.items()):
+                if "wandoc" in name:
+                    cases[f"{name} [baseline]"] = case
+                    envs[f"{name} [baseline]"] = base_env
+            cases = dict(sorted(cases.items(), key=lambda kv: kv[0].removesuffix(" [baseline]")))
         walls: dict[str, list[float]] = {name: [] for name in cases}
         cpus: dict[str, list[float]] = {name: [] for name in cases}
-        for cmd, cwd in cases.values():
-            timed(cmd, cwd, env)  # warm the file cache and the bytecode once
+        for name, (cmd, cwd) in cases.items():
+            timed(cmd, cwd, envs[name])  # warm the file cache and the bytecode once
         for _ in range(args.runs):
             for name, (cmd, cwd) in cases.items():
-                wall, cpu = timed(cmd, cwd, env)
+                wall, cpu = timed(cmd, cwd, envs[name])
                 walls[name].append(wall)
                 cpus[name].append(cpu)
     load_after = os.getloadavg()
@@ -117,11 +128,13 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in load_after],
         "bytecode": "as is" if args.bytecode_as_is else "written by the warm-up run",
         "source": str(args.src) if args.src else "this checkout",
+        "baseline": str(args.baseline) if args.baseline else None,
         "runs": args.runs,
         "median_s": {name: round(statistics.median(v), 3) for name, v in walls.items()},
         "min_s": {name: round(min(v), 3) for name, v in walls.items()},
         "cpu_median_s": {name: round(statistics.median(v), 3) for name, v in cpus.items()},
         "wall_s": {name: [round(x, 3) for x in v] for name, v in walls.items()},
+        "cpu_s": {name: [round(x, 3) for x in v] for name, v in cpus.items()},
     }
     print(result["machine"])
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; bytecode: {result['bytecode']}")

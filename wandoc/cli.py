@@ -2,9 +2,10 @@
 
 Exit codes: 0 nothing at or above --fail-on; 1 findings at or above it; 2 bad input or usage, with a one-line
 reason and no traceback.
-"""
 
-from __future__ import annotations
+Annotations here are evaluated when the functions are defined (no ``from __future__ import annotations``): typer
+reads every command's parameters on each run, and would otherwise ``eval`` each annotation string.
+"""
 
 import contextlib
 import gc
@@ -187,13 +188,12 @@ def check(
             fail(f"--facts {exc}")
         source = f"facts recorded in {facts_file}"
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         req = _request(repo, script, ckpt_dir, compare, deep)
-        with ThreadPoolExecutor(max_workers=1) as pool:  # probes wait on NVML, git and disks: load rules meanwhile
-            pending = pool.submit(collect, req)
-            rule_list = _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
-            facts = pending.result()
+        loaded: list = []  # the rules, read while the threaded probes wait on NVML, git and disks
+        facts = collect(req, meanwhile=lambda: loaded.append(
+            _rules([*settings.rules_dirs, *(rules or [])], settings.disabled_rules, ("facts",))
+        ))  # fmt: skip
+        rule_list = loaded[0]
         _check_user_input(facts, req)
         source = "this machine"
     chosen_shell = (shell.value if shell else None) or settings.shell or facts.platform.shell or "bash"

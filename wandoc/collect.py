@@ -1,7 +1,9 @@
 """Run every probe and assemble the facts tree; a probe that crashes anyway becomes a recorded error.
 
-Probes run side by side in threads: NVML start-up, the code walk and git each take tens of milliseconds, and
-the doctor's budget is half a second. Nothing here imports torch.
+The probes that wait (NVML start-up, git, disks, package metadata) run side by side in threads; the code walk,
+which only computes, runs in the calling thread, and so does the caller's own work (``meanwhile``: the rule
+files, for ``check``). Two threads that both compute only trade the interpreter lock back and forth, which costs
+CPU time and gains nothing. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ def _storage(ckpt: CheckpointFacts, sample: bool) -> StorageFacts:
     return storage.probe_storage(root, largest, sample=sample)
 
 
-def collect(req: Request) -> Facts:
+def collect(req: Request, meanwhile: Callable[[], object] | None = None) -> Facts:
+    """The facts of this machine and checkout; ``meanwhile`` runs in this thread while the threaded probes wait
+    (an exception from it propagates once they are done)."""
     from wandoc.code.probe import probe_repo
     from wandoc.estimate import estimate
     from wandoc.probes import amd, checkpoints, git_compare, gpu, packages, platform, system, torch_build
@@ -95,10 +99,6 @@ def collect(req: Request) -> Facts:
         f_amd = pool.submit(_safe, "amd", errors, amd.probe_amd, AmdFacts)
         f_torch = pool.submit(_safe, "torch", errors, torch_build.probe_torch, TorchFacts)
         f_pkgs = pool.submit(_safe, "packages", errors, packages.probe_packages, PackagesFacts)
-        f_repo = pool.submit(
-            _safe, "repo", errors,
-            lambda: probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts,
-        )  # fmt: skip
         f_git = pool.submit(
             _safe, "git", errors,
             lambda: git_compare.probe_git(req.repo, req.compare, req.script, list(req.generate_args)), GitFacts,
@@ -112,7 +112,9 @@ def collect(req: Request) -> Facts:
             )
         plat = _safe("platform", errors, lambda: platform.probe_platform(env), PlatformFacts)
         env_facts = _safe("env", errors, lambda: platform.probe_env(env), EnvFacts)
-        repo = f_repo.result()
+        repo = _safe("repo", errors, lambda: probe_repo(req.repo, req.script, list(req.generate_args), env), RepoFacts)
+        if meanwhile is not None:
+            meanwhile()
         ckpt_dir = _ckpt_dir(req, repo)
         ckpt = _safe("checkpoints", errors, lambda: checkpoints.probe_checkpoints(ckpt_dir), CheckpointFacts)
         if ckpt.found:

@@ -3,15 +3,26 @@
 Every field has a neutral default, so a probe that could not read something leaves the default and records
 why in its ``error`` field; rules judge that too. The tree is the contract between probes and rule files:
 rename a field and the rules that read it stop loading (the loader checks every path against this schema).
-"""
 
-from __future__ import annotations
+Annotations here are evaluated as the classes are built (no ``from __future__ import annotations``): pydantic
+would otherwise compile each of the three hundred annotation strings on every run.
+"""
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 FACTS_SCHEMA = "wandoc.facts/1"
+
+
+def _empty_list() -> list[Any]:
+    """``default_factory=list``, minus its cost: pydantic reads each factory's signature when the class is built,
+    and a builtin's is parsed from its text (tokenize) every time; a hundred fields made that 10 ms of each run."""
+    return []
+
+
+def _empty_dict() -> dict[str, Any]:
+    return {}
 
 
 class _Facts(BaseModel):
@@ -36,7 +47,7 @@ class PlatformFacts(_Facts):
 class EnvFacts(_Facts):
     """The process environment; values of secret-looking variables are replaced by "<redacted>"."""
 
-    vars: dict[str, str] = Field(default_factory=dict)
+    vars: dict[str, str] = Field(default_factory=_empty_dict)
 
 
 class AmdGpu(_Facts):
@@ -50,7 +61,7 @@ class AmdFacts(_Facts):
 
     checked: bool = Field(False, description="the KFD topology could be looked at (Linux); false elsewhere")
     kfd: bool = Field(False, description="/dev/kfd exists: the amdgpu driver offers ROCm compute")
-    gpus: list[AmdGpu] = Field(default_factory=list)
+    gpus: list[AmdGpu] = Field(default_factory=_empty_list)
     error: str | None = None
 
 
@@ -79,7 +90,7 @@ class GpuFacts(_Facts):
     memory_total_bytes: int = 0
     memory_used_bytes: int = 0
     memory_free_bytes: int = 0
-    processes: list[GpuProcess] = Field(default_factory=list)
+    processes: list[GpuProcess] = Field(default_factory=_empty_list)
     other_processes_bytes: int = Field(0, description="VRAM held by processes other than this one")
     other_processes_from: Literal["", "processes", "device"] = Field(
         "",
@@ -94,12 +105,12 @@ class GpuFacts(_Facts):
     pcie_width_current: int = 0
     pcie_width_max: int = 0
     throttle_reasons: list[str] = Field(
-        default_factory=list, description='e.g. "hw_slowdown", "sw_thermal", "sw_power_cap"'
+        default_factory=_empty_list, description='e.g. "hw_slowdown", "sw_thermal", "sw_power_cap"'
     )
     utilization_gpu: int = 0
     power_w: float = 0.0
     power_limit_w: float = 0.0
-    errors: list[str] = Field(default_factory=list, description="fields NVML refused to read")
+    errors: list[str] = Field(default_factory=_empty_list, description="fields NVML refused to read")
 
 
 class GpuPair(_Facts):
@@ -118,7 +129,7 @@ class NvmlFacts(_Facts):
     driver_version: str = ""
     cuda_driver_version: float = Field(0.0, description="the highest CUDA version the driver supports, e.g. 12.4")
     gpu_count: int = 0
-    gpus: list[GpuFacts] = Field(default_factory=list)
+    gpus: list[GpuFacts] = Field(default_factory=_empty_list)
     visible_indices: list[int] | None = Field(
         None,
         description="GPUs the run will see after CUDA_VISIBLE_DEVICES (indices into ``gpus``); "
@@ -126,7 +137,7 @@ class NvmlFacts(_Facts):
     )
     visible_error: str | None = Field(None, description="\"CUDA_VISIBLE_DEVICES='3' names a GPU that does not exist\"")
     topology: list[GpuPair] = Field(
-        default_factory=list, description="how each pair of GPUs is connected, from NVML's common ancestor"
+        default_factory=_empty_list, description="how each pair of GPUs is connected, from NVML's common ancestor"
     )
 
 
@@ -148,7 +159,7 @@ class TorchDeep(_Facts):
     cudnn_version: int = 0
     seconds: float = 0.0
     attention_imports: dict[str, str] = Field(
-        default_factory=dict,
+        default_factory=_empty_dict,
         description='installed attention modules imported next to torch: "flash_attn" -> "ok", or the import error '
         '(an extension built for another torch fails here with "undefined symbol")',
     )
@@ -157,7 +168,7 @@ class TorchDeep(_Facts):
 class TorchFacts(_Facts):
     installed: bool = False
     version: str = Field("", description='"2.6.0+cu124"')
-    version_tuple: list[int] = Field(default_factory=list, description="[2, 6, 0]")
+    version_tuple: list[int] = Field(default_factory=_empty_list, description="[2, 6, 0]")
     cuda_build: float = Field(0.0, description="12.4; 0 for a CPU-only or ROCm build")
     hip_build: str = ""
     is_cpu_build: bool = False
@@ -267,13 +278,13 @@ class CodeSite(_Facts):
     )
     reach_why: str = Field("", description="The reach in words: the calls that get there, the condition, or why not")
     conditions: list[str] = Field(
-        default_factory=list, description="Conditions this run makes true on the way there: `offload_model`"
+        default_factory=_empty_list, description="Conditions this run makes true on the way there: `offload_model`"
     )
     chosen_by: list[str] = Field(
-        default_factory=list, description="Run arguments whose values lead to the site (a choice, not a bug)"
+        default_factory=_empty_list, description="Run arguments whose values lead to the site (a choice, not a bug)"
     )
     module: str = Field("", description='Module path inside the model when known: "blocks.*.self_attn"')
-    via: list[str] = Field(default_factory=list, description="Functions called from the entry down to the site")
+    via: list[str] = Field(default_factory=_empty_list, description="Functions called from the entry down to the site")
 
 
 class EnvRead(_Facts):
@@ -281,7 +292,9 @@ class EnvRead(_Facts):
     file: str
     line: int = 0
     default: str | None = None
-    compared_values: list[str] = Field(default_factory=list, description="literals the value is compared against")
+    compared_values: list[str] = Field(
+        default_factory=_empty_list, description="literals the value is compared against"
+    )
     on_path: bool = True
 
 
@@ -290,19 +303,21 @@ class EnvVarUse(_Facts):
 
     set_in_env: bool = False
     value: str | None = Field(None, description="the value in this environment (redacted when secret-looking)")
-    set_by: list[str] = Field(default_factory=list, description='launchers that set it: "run_wan.bat", "main.js"')
-    launcher_values: list[str] = Field(default_factory=list)
+    set_by: list[str] = Field(
+        default_factory=_empty_list, description='launchers that set it: "run_wan.bat", "main.js"'
+    )
+    launcher_values: list[str] = Field(default_factory=_empty_list)
     read_on_path: bool = False
     read_off_path: bool = False
-    files_on_path: list[str] = Field(default_factory=list)
-    files_off_path: list[str] = Field(default_factory=list)
-    compared_values: list[str] = Field(default_factory=list, description="from on-path reads")
+    files_on_path: list[str] = Field(default_factory=_empty_list)
+    files_off_path: list[str] = Field(default_factory=_empty_list)
+    compared_values: list[str] = Field(default_factory=_empty_list, description="from on-path reads")
     value_ignored: bool = Field(False, description="set (env or launcher) to a value no on-path comparison accepts")
 
 
 class ArgFacts(_Facts):
     name: str = Field(description='dest, e.g. "offload_model"')
-    flags: list[str] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=_empty_list)
     default: Any = None
     type: str = ""
     action: str = ""
@@ -311,21 +326,27 @@ class ArgFacts(_Facts):
 
 class ImportPath(_Facts):
     entry: str = ""
-    modules: list[str] = Field(default_factory=list, description="checkout files on the run's path (relative)")
-    conditional: list[str] = Field(default_factory=list, description="reached only through imports inside functions")
-    third_party: list[str] = Field(default_factory=list, description="top-level names")
-    unimported: list[str] = Field(default_factory=list, description="checkout .py files the run never imports")
+    modules: list[str] = Field(default_factory=_empty_list, description="checkout files on the run's path (relative)")
+    conditional: list[str] = Field(
+        default_factory=_empty_list, description="reached only through imports inside functions"
+    )
+    third_party: list[str] = Field(default_factory=_empty_list, description="top-level names")
+    unimported: list[str] = Field(default_factory=_empty_list, description="checkout .py files the run never imports")
     other_tasks: list[str] = Field(
-        default_factory=list,
+        default_factory=_empty_list,
         description="imported (a package __init__ imports every pipeline) but serving only other tasks: not judged",
     )
-    unresolved: list[str] = Field(default_factory=list, description='"wan/x.py:12 importlib.import_module(name)"')
-    errors: list[str] = Field(default_factory=list, description='"wan/bad.py:3 SyntaxError: ..."')
+    unresolved: list[str] = Field(
+        default_factory=_empty_list, description='"wan/x.py:12 importlib.import_module(name)"'
+    )
+    errors: list[str] = Field(default_factory=_empty_list, description='"wan/bad.py:3 SyntaxError: ..."')
     errors_on_path: list[str] = Field(
-        default_factory=list, description="Files the run imports that do not parse: `wan/x.py:12 SyntaxError: ...`"
+        default_factory=_empty_list,
+        description="Files the run imports that do not parse: `wan/x.py:12 SyntaxError: ...`",
     )
     skipped: list[str] = Field(
-        default_factory=list, description="Files not read, with why: over the size bound, past the file count bound"
+        default_factory=_empty_list,
+        description="Files not read, with why: over the size bound, past the file count bound",
     )
 
 
@@ -360,25 +381,25 @@ class RepoFacts(_Facts):
     error: str | None = None
     entry_script: str = ""
     wan_version: str = Field("", description='"2.1", "2.2" when the code says so')
-    args: list[ArgFacts] = Field(default_factory=list)
-    given_args: list[str] = Field(default_factory=list, description='what came after "--"')
+    args: list[ArgFacts] = Field(default_factory=_empty_list)
+    given_args: list[str] = Field(default_factory=_empty_list, description='what came after "--"')
     args_error: str | None = Field(None, description="the given args do not parse the way generate.py would parse them")
     args_note: str | None = Field(
         None, description="Why the checkout's parser could not be replayed (not the user's fault)"
     )
     args_file: str = Field("", description="The file whose add_argument calls define the run's flags")
-    effective: dict[str, Any] = Field(default_factory=dict, description="dest -> value the run will use")
+    effective: dict[str, Any] = Field(default_factory=_empty_dict, description="dest -> value the run will use")
     offload_defaulted: bool = Field(False, description="offload_model came from the None -> True runtime default")
     import_path: ImportPath = Field(default_factory=ImportPath)
     call_graph: CallGraphFacts = Field(default_factory=CallGraphFacts)
     model_configs: dict[str, dict[str, Any]] = Field(
-        default_factory=dict,
+        default_factory=_empty_dict,
         description="Task -> values of the checkout's own wan/configs (num_heads, dim, ...), read as text",
     )
-    env_reads: list[EnvRead] = Field(default_factory=list)
-    env_vars: dict[str, EnvVarUse] = Field(default_factory=dict)
-    launchers: list[LauncherSet] = Field(default_factory=list)
-    sites: list[CodeSite] = Field(default_factory=list)
+    env_reads: list[EnvRead] = Field(default_factory=_empty_list)
+    env_vars: dict[str, EnvVarUse] = Field(default_factory=_empty_dict)
+    launchers: list[LauncherSet] = Field(default_factory=_empty_list)
+    sites: list[CodeSite] = Field(default_factory=_empty_list)
     flash_attn_required: bool = Field(False, description="the model's attention asserts flash_attn is importable")
     sdpa_fallback: bool = Field(False, description="the on-path attention falls back to scaled_dot_product_attention")
     fa3_result_indexed: bool = Field(False, description="on-path code indexes flash_attn_interface's result with [0]")
@@ -393,7 +414,7 @@ class CheckpointFile(_Facts):
     bytes: int = 0
     params: int = 0
     dtypes: dict[str, int] = Field(
-        default_factory=dict, description='dtype -> parameter count ("BF16", "F32", "F8_E4M3")'
+        default_factory=_empty_dict, description='dtype -> parameter count ("BF16", "F32", "F8_E4M3")'
     )
     error: str | None = None
 
@@ -409,7 +430,7 @@ class CheckpointModel(_Facts):
     bytes: int = 0
     params: int = 0
     main_dtype: str = Field("", description="the dtype holding most parameters")
-    dtypes: dict[str, int] = Field(default_factory=dict)
+    dtypes: dict[str, int] = Field(default_factory=_empty_dict)
 
 
 class StorageFacts(_Facts):
@@ -437,8 +458,8 @@ class CheckpointFacts(_Facts):
     given: bool = False
     found: bool = False
     error: str | None = None
-    files: list[CheckpointFile] = Field(default_factory=list)
-    models: list[CheckpointModel] = Field(default_factory=list)
+    files: list[CheckpointFile] = Field(default_factory=_empty_list)
+    models: list[CheckpointModel] = Field(default_factory=_empty_list)
     dit_params: int = Field(0, description="one expert")
     dit_experts: int = 0
     dit_main_dtype: str = ""
@@ -475,10 +496,10 @@ class BranchSide(_Facts):
 
     ref: str = ""
     commit: str = ""
-    sites: list[CodeSite] = Field(default_factory=list)
-    effective: dict[str, Any] = Field(default_factory=dict)
-    arg_defaults: dict[str, Any] = Field(default_factory=dict)
-    env_reads: list[EnvRead] = Field(default_factory=list)
+    sites: list[CodeSite] = Field(default_factory=_empty_list)
+    effective: dict[str, Any] = Field(default_factory=_empty_dict)
+    arg_defaults: dict[str, Any] = Field(default_factory=_empty_dict)
+    env_reads: list[EnvRead] = Field(default_factory=_empty_list)
 
 
 class GitFacts(_Facts):
@@ -491,18 +512,18 @@ class GitFacts(_Facts):
     dirty: bool = False
     compare_ref: str = ""
     compare_error: str | None = None
-    changed: list[ChangedFile] = Field(default_factory=list)
-    changed_on_path: list[str] = Field(default_factory=list)
-    changed_off_path: list[str] = Field(default_factory=list)
+    changed: list[ChangedFile] = Field(default_factory=_empty_list)
+    changed_on_path: list[str] = Field(default_factory=_empty_list)
+    changed_off_path: list[str] = Field(default_factory=_empty_list)
     here: BranchSide = Field(default_factory=BranchSide)
     there: BranchSide = Field(default_factory=BranchSide)
     sites_added: list[SiteKind] = Field(
-        default_factory=list, description="site kinds present on the run's path on one side only"
+        default_factory=_empty_list, description="site kinds present on the run's path on one side only"
     )
-    sites_removed: list[SiteKind] = Field(default_factory=list)
-    defaults_changed: dict[str, list[Any]] = Field(default_factory=dict, description="arg -> [there, here]")
+    sites_removed: list[SiteKind] = Field(default_factory=_empty_list)
+    defaults_changed: dict[str, list[Any]] = Field(default_factory=_empty_dict, description="arg -> [there, here]")
     functions_changed: list[ChangedFunction] = Field(
-        default_factory=list, description="Functions on the run's path whose body differs between the sides"
+        default_factory=_empty_list, description="Functions on the run's path whose body differs between the sides"
     )
 
 
@@ -560,7 +581,7 @@ class ParallelFacts(_Facts):
     heads: int | None = Field(None, description="attention heads of the task's DiT; None for a task nobody knows")
     heads_from: str = Field("", description='"official config of t2v-14B", "model size 14B in the task name"')
     ulysses_choices: list[int] = Field(
-        default_factory=list, description="sizes the heads allow, up to the visible GPUs"
+        default_factory=_empty_list, description="sizes the heads allow, up to the visible GPUs"
     )
     visible_gpus: int | None = Field(
         None, description="GPUs the run can see after CUDA_VISIBLE_DEVICES; None without NVML"
@@ -584,7 +605,7 @@ class Facts(_Facts):
     git: GitFacts = Field(default_factory=GitFacts)
     estimate: Estimate = Field(default_factory=Estimate)
     parallel: ParallelFacts = Field(default_factory=ParallelFacts)
-    probe_errors: list[str] = Field(default_factory=list, description='a probe that crashed anyway: "gpu: ..."')
+    probe_errors: list[str] = Field(default_factory=_empty_list, description='a probe that crashed anyway: "gpu: ..."')
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 

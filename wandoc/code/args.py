@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from wandoc.code.parse import dotted
+from wandoc.code.parse import dotted, walk
 from wandoc.code.symbols import statements
 from wandoc.facts import ArgFacts
 
@@ -61,7 +61,7 @@ def _literal(node: ast.AST | None) -> tuple[bool, Any]:
 def arg_specs(tree: ast.Module, sequence: Callable[[ast.AST], list[Any] | None] | None = None) -> list[ArgSpec]:
     """Every ``X.add_argument(...)`` in the file, in source order; ``sequence`` reads non-literal choices
     (``list(WAN_CONFIGS.keys())``) from the checkout's own modules."""
-    nodes = list(ast.walk(tree))
+    nodes = walk(tree)
     aliases = {  # ``add = parser.add_argument``
         t.id
         for n in nodes
@@ -227,7 +227,7 @@ def _world_size(environ: Mapping[str, str]) -> int:
 
 
 def _reads_world_size(node: ast.AST) -> bool:
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Constant) and n.value == "WORLD_SIZE":
             return True
         if isinstance(n, ast.Call) and dotted(n.func).endswith("get_world_size"):

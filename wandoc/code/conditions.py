@@ -137,11 +137,11 @@ class Evaluator:
     def _eval(self, node: ast.AST, depth: int) -> Known | _Unknown:
         if depth > 20:
             return UNKNOWN
-        rec = lambda n: self._eval(n, depth + 1)  # noqa: E731
+        rec, d = self._eval, depth + 1
         if isinstance(node, ast.Constant):
             return Known(node.value) if isinstance(node.value, _SCALARS) else UNKNOWN
         if isinstance(node, ast.Tuple | ast.List | ast.Set):
-            items = [rec(e) for e in node.elts]
+            items = [rec(e, d) for e in node.elts]
             if all(isinstance(i, Known) for i in items):
                 return Known(tuple(i.value for i in items), _join(*items))  # type: ignore[arg-type]
             return UNKNOWN
@@ -176,7 +176,7 @@ class Evaluator:
                 return self.self_value(node.attr)
             return UNKNOWN
         if isinstance(node, ast.UnaryOp):
-            v = rec(node.operand)
+            v = rec(node.operand, d)
             if not isinstance(v, Known):
                 return UNKNOWN
             if isinstance(node.op, ast.Not):
@@ -189,7 +189,7 @@ class Evaluator:
             seen: list[Known] = []
             unknown = False
             for value in node.values:
-                v = rec(value)
+                v = rec(value, d)
                 if isinstance(v, Known):
                     seen.append(v)
                     if bool(v.value) is not is_and:  # short-circuit: a false in "and", a true in "or"
@@ -199,13 +199,13 @@ class Evaluator:
             return UNKNOWN if unknown else Known(seen[-1].value if seen else is_and, _join(*seen))
         if isinstance(node, ast.Compare):
             if len(node.ops) == 1 and isinstance(node.ops[0], ast.Is | ast.IsNot):
-                pair = (rec(node.left), rec(node.comparators[0]))
+                pair = (rec(node.left, d), rec(node.comparators[0], d))
                 if OBJECT in pair and any(isinstance(v, Known) and v.value is None for v in pair):
                     return Known(isinstance(node.ops[0], ast.IsNot))
-            left = rec(node.left)
+            left = rec(node.left, d)
             result: Known | _Unknown = Known(True)
             for op, right_node in zip(node.ops, node.comparators, strict=False):
-                right = rec(right_node)
+                right = rec(right_node, d)
                 if not (isinstance(left, Known) and isinstance(right, Known)) or type(op) not in _CMP:
                     return UNKNOWN
                 ok = _CMP[type(op)](left.value, right.value)
@@ -216,47 +216,47 @@ class Evaluator:
                 left = right
             return result
         if isinstance(node, ast.IfExp):
-            t = rec(node.test)
+            t = rec(node.test, d)
             if not isinstance(t, Known):
                 return UNKNOWN
-            chosen = rec(node.body if t.value else node.orelse)
+            chosen = rec(node.body if t.value else node.orelse, d)
             return Known(chosen.value, chosen.sources | t.sources) if isinstance(chosen, Known) else UNKNOWN
         if isinstance(node, ast.Call):
             return self._call(node, depth)
         if isinstance(node, ast.Subscript):
-            base = rec(node.value)
-            idx = rec(node.slice)
+            base = rec(node.value, d)
+            idx = rec(node.slice, d)
             if isinstance(base, Known) and isinstance(idx, Known) and isinstance(base.value, str | tuple):
                 return Known(base.value[idx.value], _join(base, idx))
             return UNKNOWN
         return UNKNOWN
 
     def _call(self, node: ast.Call, depth: int) -> Known | _Unknown:
-        rec = lambda n: self._eval(n, depth + 1)  # noqa: E731
+        rec, d = self._eval, depth + 1
         full = dotted(node.func)
         if full in ("platform.system",) and not node.args:
             return UNKNOWN if self.run.system is None else Known(self.run.system, frozenset({"platform"}))
         last = full.rsplit(".", 1)[-1]
         if full in ("os.environ.get", "os.getenv", "environ.get", "getenv") and node.args:
-            key = rec(node.args[0])
+            key = rec(node.args[0], d)
             if not isinstance(key, Known) or not isinstance(key.value, str):
                 return UNKNOWN
             if key.value in self.run.environ:
                 return Known(self.run.environ[key.value], frozenset({"env"}))
             if len(node.args) > 1:
-                d = rec(node.args[1])
-                return Known(d.value, frozenset({"env"})) if isinstance(d, Known) else UNKNOWN
+                dv = rec(node.args[1], d)
+                return Known(dv.value, frozenset({"env"})) if isinstance(dv, Known) else UNKNOWN
             return Known(None, frozenset({"env"}))
         if isinstance(node.func, ast.Name) and last in ("str", "int", "float", "bool") and len(node.args) == 1:
-            v = rec(node.args[0])
+            v = rec(node.args[0], d)
             if isinstance(v, Known):
                 conv = {"str": str, "int": int, "float": float, "bool": bool}[last]
                 return Known(conv(v.value), v.sources)
             return UNKNOWN
         if isinstance(node.func, ast.Attribute) and last in _STR_METHODS:
-            base = rec(node.func.value)
+            base = rec(node.func.value, d)
             if isinstance(base, Known) and isinstance(base.value, str):
-                args = [rec(a) for a in node.args]
+                args = [rec(a, d) for a in node.args]
                 if all(isinstance(a, Known) for a in args):
                     return Known(getattr(base.value, last)(*(a.value for a in args)), base.sources)  # type: ignore[union-attr]
         return UNKNOWN

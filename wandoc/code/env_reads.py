@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wandoc.code.imports import Walk
-from wandoc.code.parse import ParsedFile, dotted, segment, str_const
+from wandoc.code.parse import ParsedFile, children, dotted, segment, str_const, walk
 from wandoc.facts import EnvRead, EnvVarUse, LauncherSet
 
 REDACTED = "<redacted>"
@@ -101,8 +101,8 @@ class _Parents(dict[ast.AST, ast.AST]):
             return
         self.done.add(id(stmt))
         self[stmt] = self.tree
-        for node in ast.walk(stmt):
-            for child in ast.iter_child_nodes(node):
+        for node in walk(stmt):
+            for child in children(node):
                 self[child] = node
 
     def complete(self) -> None:
@@ -141,7 +141,8 @@ def env_reads_of(pf: ParsedFile) -> list[_RawRead]:
     for _ in range(2):  # a second round once ``env = os.environ`` aliases are known
         words = ("environ", "getenv", *environ_names, *getenv_names)
         for stmt in tree.body:
-            if any(w in segment(pf, stmt) for w in words):
+            text = segment(pf, stmt)
+            if any(w in text for w in words):
                 parents.add(stmt)
         aliases = {
             t.id
@@ -259,8 +260,8 @@ def _uses_of(target: ast.AST | None, assign: ast.AST, parents: Mapping[ast.AST, 
     if isinstance(scope, ast.Module) and isinstance(parents, _Parents):
         word = target.id if isinstance(target, ast.Name) else target.attr  # type: ignore[union-attr]
         # a module-level name: its uses may be anywhere in the file, but only in statements that spell it
-        return [n for stmt in parents.statements_with(word) for n in ast.walk(stmt) if match(n)]
-    return [n for n in ast.walk(scope) if match(n)]
+        return [n for stmt in parents.statements_with(word) for n in walk(stmt) if match(n)]
+    return [n for n in walk(scope) if match(n)]
 
 
 def _compare_literals(cmp: ast.Compare, cur: ast.AST, raw: _RawRead) -> None:

@@ -126,6 +126,96 @@ def segment(pf: ParsedFile, node: ast.AST) -> str:
     return "\n".join(pf.lines[start - 1 : end])
 
 
+_AST = ast.AST
+_child_fields: dict[type, tuple[str, ...]] = {}
+# Statements without a body of their own (imports are looked at before this is): nothing nested to visit.
+LEAF_STATEMENTS = frozenset(
+    {ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Pass, ast.Delete, ast.Assert,
+     ast.Global, ast.Nonlocal, ast.Break, ast.Continue}
+)  # fmt: skip
+
+
+# Fields that hold names, numbers and flags, never a node (the grammar of the Pythons the doctor runs on).
+_PLAIN_FIELDS: dict[str, frozenset[str]] = {
+    "Name": frozenset({"id"}), "Attribute": frozenset({"attr"}), "Constant": frozenset({"value", "kind"}),
+    "arg": frozenset({"arg", "type_comment"}), "keyword": frozenset({"arg"}), "alias": frozenset({"name", "asname"}),
+    "FunctionDef": frozenset({"name", "type_comment"}), "AsyncFunctionDef": frozenset({"name", "type_comment"}),
+    "ClassDef": frozenset({"name"}), "ExceptHandler": frozenset({"name"}), "ImportFrom": frozenset({"module", "level"}),
+    "Global": frozenset({"names"}), "Nonlocal": frozenset({"names"}), "FormattedValue": frozenset({"conversion"}),
+    "comprehension": frozenset({"is_async"}), "AnnAssign": frozenset({"simple"}),
+    "Assign": frozenset({"type_comment"}), "For": frozenset({"type_comment"}), "AsyncFor": frozenset({"type_comment"}),
+    "With": frozenset({"type_comment"}), "AsyncWith": frozenset({"type_comment"}),
+}  # fmt: skip
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    found = _child_fields.get(cls)
+    if found is None:  # ``ctx`` only ever holds Load/Store/Del, which nothing here looks at
+        plain = _PLAIN_FIELDS.get(cls.__name__, frozenset()) if cls.__module__ == "ast" else frozenset()
+        fields = cls._fields  # type: ignore[attr-defined]
+        found = _child_fields[cls] = tuple(f for f in fields if f != "ctx" and f not in plain)
+    return found
+
+
+def node_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a node class that can hold nodes (cached), for walkers of their own."""
+    found = _child_fields.get(cls)
+    return _fields(cls) if found is None else found
+
+
+def children(node: ast.AST) -> list[ast.AST]:
+    """``ast.iter_child_nodes`` as a list, without the Load/Store/Del markers."""
+    out: list[ast.AST] = []
+    fields = _child_fields.get(node.__class__)
+    for name in _fields(node.__class__) if fields is None else fields:
+        value = getattr(node, name, None)
+        if value.__class__ is list:
+            for x in value:
+                if isinstance(x, _AST):
+                    out.append(x)
+        elif isinstance(value, _AST):
+            out.append(value)
+    return out
+
+
+def walk(node: ast.AST) -> list[ast.AST]:
+    """``list(ast.walk(node))`` in the same (breadth-first) order, without the Load/Store/Del markers: half the
+    cost, and the walks over every function the run calls add up."""
+    out = [node]
+    get = _child_fields.get
+    for n in out:  # the list grows as it is read: breadth first, without a counter
+        fields = get(n.__class__)
+        for name in _fields(n.__class__) if fields is None else fields:
+            value = getattr(n, name, None)
+            if value.__class__ is list:
+                for x in value:
+                    if isinstance(x, _AST):
+                        out.append(x)
+            elif isinstance(value, _AST):
+                out.append(value)
+    return out
+
+
+_LEAVES = frozenset({ast.Name, ast.Constant})
+
+
+def calls_in(node: ast.AST) -> list[ast.Call]:
+    """The calls in ``node``, in ``walk``'s order (names and constants, which hold nothing, are not queued)."""
+    todo = [node]
+    get = _child_fields.get
+    for n in todo:
+        fields = get(n.__class__)
+        for name in _fields(n.__class__) if fields is None else fields:
+            value = getattr(n, name, None)
+            if value.__class__ is list:
+                for x in value:
+                    if isinstance(x, _AST) and x.__class__ not in _LEAVES:
+                        todo.append(x)
+            elif isinstance(value, _AST) and value.__class__ not in _LEAVES:
+                todo.append(value)
+    return [n for n in todo if n.__class__ is ast.Call]  # type: ignore[misc]
+
+
 def dotted(node: ast.AST) -> str:
     """``a.b.c`` for a Name/Attribute chain, else ""."""
     parts: list[str] = []
@@ -164,6 +254,8 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
 
     def stmts(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
         for s in body:
+            if s.__class__ in LEAF_STATEMENTS:
+                continue
             if isinstance(s, ast.Import | ast.ImportFrom):
                 names = tuple((a.name, a.asname) for a in s.names)
                 if isinstance(s, ast.Import):
@@ -192,7 +284,8 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
     def exprs(body: list[ast.stmt], in_func: bool, main_only: bool) -> None:
         """Import calls and sys.path edits, walked only in statements whose text mentions them."""
         for s in body:
-            if not any(t in segment(pf, s) for t in _DEEP_TRIGGERS):
+            text = segment(pf, s)
+            if not any(t in text for t in _DEEP_TRIGGERS):
                 continue
             if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef):
                 exprs(s.body, True, main_only)
@@ -205,14 +298,14 @@ def _collect(pf: ParsedFile, tree: ast.Module, deep: bool) -> None:
             subs += [h.body for h in getattr(s, "handlers", ())] + [c.body for c in getattr(s, "cases", ())]
             nested = [x for sub in subs for x in sub]
             if isinstance(s, ast.ClassDef) or nested:
-                for child in ast.iter_child_nodes(s):  # the header's expressions (a test, an iterable, items)
+                for child in children(s):  # the header's expressions (a test, an iterable, items)
                     if not isinstance(child, ast.stmt):
-                        for n in ast.walk(child):
+                        for n in walk(child):
                             if isinstance(n, ast.Call):
                                 _dynamic(pf, n, in_func, main_only)
                 exprs(nested, in_func, main_only)
                 continue
-            for n in ast.walk(s):
+            for n in walk(s):
                 if isinstance(n, ast.Lambda):
                     continue
                 if isinstance(n, ast.Call):
@@ -296,7 +389,12 @@ def _quick_imports(text: str) -> list[ImportRef] | None:
     in_string = _string_lines(lines)
     if in_string is None:
         return None
-    starts = {text.count("\n", 0, m.start()): len(m.group(1).expandtabs()) for m in _IMPORT_AT.finditer(text)}
+    starts: dict[int, int] = {}
+    line = pos = 0
+    for m in _IMPORT_AT.finditer(text):  # line numbers counted on from the previous match, not from the start
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        starts[line] = len(m.group(1).expandtabs())
     found: list[tuple[int, bool, bool, str]] = []  # (line index, in function, main only, statement)
     for i, indent in sorted(starts.items()):
         if in_string[i]:
@@ -324,10 +422,14 @@ def _quick_imports(text: str) -> list[ImportRef] | None:
 
 def _string_lines(lines: list[str]) -> list[bool] | None:
     """Which lines start inside a triple-quoted string (so an ``import`` in a docstring is not taken)."""
-    out: list[bool] = []
+    out = [False] * len(lines)
     quote: str | None = None
-    for line in lines:
-        out.append(quote is not None)
+    last = 0  # lines after the last one with triple quotes keep its state
+    for i in [i for i, line in enumerate(lines) if '"""' in line or "'''" in line]:
+        if quote is not None:
+            out[last + 1 : i + 1] = [True] * (i - last)
+        last = i
+        line = lines[i]
         pos = 0
         while True:
             if quote is None:

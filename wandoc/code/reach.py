@@ -16,23 +16,29 @@ walk stops after ``BUDGET`` statements, saying so.
 from __future__ import annotations
 
 import ast
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from wandoc.code.conditions import ARGS, OBJECT, UNKNOWN, ArgsNS, Evaluator, Known, RunContext, batch_names
 from wandoc.code.imports import Walk
-from wandoc.code.parse import dotted
+from wandoc.code.parse import calls_in, children, dotted, walk
 from wandoc.code.symbols import CONSTRUCTORS, Choice, Cls, Func, Inst, Mod, Symbols, Target, statements
 
 BUDGET = 150_000  # statements visited, all contexts together
 MAX_DEPTH = 40  # nested calls followed from the entry (real pipelines need under 20)
 CONTEXTS = 6  # argument contexts walked per function and frequency before it is walked once with nothing known
 _MODELISH = ("model", "transformer", "dit", "unet", "denoiser", "net")
+_MODELISH_IN = re.compile("|".join(_MODELISH))  # one search instead of six: asked of every unresolved call's name
 _PASSTHROUGH = frozenset({"to", "eval", "train", "requires_grad_", "half", "float", "bfloat16", "cuda"})
 _PARSE = frozenset({"parse_args", "parse_known_args", "parse_intermixed_args"})
 _EXITS = frozenset({"sys.exit", "exit", "quit", "os._exit"})
+_SIMPLE = frozenset(
+    {ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Pass, ast.Delete, ast.Assert,
+     ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal, ast.Break, ast.Continue}
+)  # fmt: skip  # statements without a body, most of what the walk visits
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,19 @@ class Way:
     def rank(self) -> int:
         return 2 * self.forward + self.certain
 
+    def but(self, **changes: Any) -> Way:
+        """``dataclasses.replace`` without its per-call field introspection: a way is copied at every branch and
+        call the walk follows."""
+        new = object.__new__(Way)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     def unsure(self, text: str) -> Way:
-        return replace(self, certain=False, conditions=(*self.conditions, text)[:6])
+        return self.but(certain=False, conditions=(*self.conditions, text)[:6])
 
     def decide(self, text: str, sources: frozenset[str]) -> Way:
         args = frozenset(s for s in sources if s not in ("platform", "env", "batch"))
-        return replace(self, decided=(*self.decided, text)[:8], chosen_by=self.chosen_by | args)
+        return self.but(decided=(*self.decided, text)[:8], chosen_by=self.chosen_by | args)
 
 
 @dataclass
@@ -67,6 +80,7 @@ class _Frame:
     names: dict[str, Any]
     way: Way
     mod_names: dict[str, str] = field(default_factory=dict)  # loop variable -> module path ("blocks.*")
+    evaluator: Evaluator | None = None  # made on first use; it reads ``names`` as they change
 
 
 def _text(node: ast.AST) -> str:
@@ -78,8 +92,7 @@ def _text(node: ast.AST) -> str:
 
 
 def _modelish(name: str) -> bool:
-    low = name.lower()
-    return any(m in low for m in _MODELISH)
+    return _MODELISH_IN.search(name.lower()) is not None
 
 
 def _never_reason(text: str, sources: frozenset[str], run: RunContext, negated: bool) -> str:
@@ -104,7 +117,7 @@ def _first_call_flag(test: ast.expr, body: Sequence[ast.stmt]) -> bool:
     if not name or not (name.startswith("self.") or "." not in name):
         return False
     for stmt in body:
-        for n in ast.walk(stmt):
+        for n in walk(stmt):
             targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []
             if any(dotted(t) == name for t in targets):
                 return True
@@ -138,6 +151,7 @@ class Reach:
         self._call_nodes: dict[int, list[ast.Call]] = {}
         self._returns_args_memo: dict[Func, bool] = {}  # per statement: its calls (trees live as long as the walk)
         self._inst_values: dict[Cls, dict[str, Known | Any]] = {}
+        self._texts: dict[int, tuple[ast.AST, str]] = {}  # node id -> (node, its text): a test is shown many times
         self.steps = 0
         self.depth = 0
         self.cut: str | None = None
@@ -213,6 +227,11 @@ class Reach:
         return value
 
     def _evaluator(self, fr: _Frame) -> Evaluator:
+        if fr.evaluator is None:
+            fr.evaluator = self._new_evaluator(fr)
+        return fr.evaluator
+
+    def _new_evaluator(self, fr: _Frame) -> Evaluator:
         cls = fr.cls
 
         def self_value(attr: str) -> Known | Any:
@@ -226,7 +245,8 @@ class Reach:
         """What an expression refers to: a function, class, instance, module, a choice of those, or the args."""
         if depth > 8:
             return None
-        rec = lambda n: self.target(n, fr, depth + 1)  # noqa: E731
+        rec = self.target
+        depth += 1
         if isinstance(expr, ast.Name):
             if expr.id in fr.names:
                 v = fr.names[expr.id]
@@ -235,7 +255,7 @@ class Reach:
                 return Inst(fr.cls)
             return self.symbols.lookup(fr.file, expr.id)
         if isinstance(expr, ast.Attribute):
-            base = rec(expr.value)
+            base = rec(expr.value, fr, depth)
             if base is None or isinstance(base, ArgsNS | Choice):
                 return None
             return self.symbols.member(base, expr.attr)
@@ -244,12 +264,12 @@ class Reach:
             if isinstance(func, ast.Attribute) and func.attr in _PARSE:
                 return ARGS
             if isinstance(func, ast.Attribute) and func.attr in _PASSTHROUGH:
-                inner = rec(func.value)
+                inner = rec(func.value, fr, depth)
                 return inner if isinstance(inner, Inst) else None
             if isinstance(func, ast.Attribute) and func.attr in CONSTRUCTORS:
-                base = rec(func.value)
+                base = rec(func.value, fr, depth)
                 return Inst(base) if isinstance(base, Cls) else None
-            callee = rec(func)
+            callee = rec(func, fr, depth)
             if isinstance(callee, Cls):
                 return Inst(callee)
             if isinstance(callee, Func):
@@ -258,7 +278,7 @@ class Reach:
                 return self.symbols.returns(callee)
             return None
         if isinstance(expr, ast.Subscript):
-            base = rec(expr.value)
+            base = rec(expr.value, fr, depth)
             if isinstance(base, Inst) and base.elem:
                 return Inst(base.cls)
             if isinstance(base, Choice):
@@ -272,7 +292,7 @@ class Reach:
                 return base
             return None
         if isinstance(expr, ast.IfExp):
-            return rec(expr.body) or rec(expr.orelse)
+            return rec(expr.body, fr, depth) or rec(expr.orelse, fr, depth)
         return None
 
     def _returns_args(self, fn: Func) -> bool:
@@ -313,17 +333,23 @@ class Reach:
 
     # -- statements ----------------------------------------------------------------------------------------
 
-    def _step(self) -> bool:
-        self.steps += 1
-        if self.steps > BUDGET and not self.stopped:
-            self.stopped = True
-            self.cut = f"the call graph stopped after {BUDGET:,} statements; lines past that are undecided"
-        return not self.stopped
+    def _shown(self, node: ast.AST) -> str:
+        """``_text(node)``, once per node."""
+        hit = self._texts.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        text = _text(node)
+        self._texts[id(node)] = (node, text)
+        return text
 
     def _block(self, stmts: Sequence[ast.stmt], fr: _Frame) -> bool:
         """Walk statements in order; True when the block always ends in a return or raise."""
         for i, stmt in enumerate(stmts):
-            if not self._step():
+            self.steps += 1
+            if self.steps > BUDGET and not self.stopped:
+                self.stopped = True
+                self.cut = f"the call graph stopped after {BUDGET:,} statements; lines past that are undecided"
+            if self.stopped:
                 return False
             if self._stmt(stmt, fr):
                 if i + 1 < len(stmts):
@@ -336,20 +362,26 @@ class Reach:
         sub = _Frame(fr.file, fr.func, fr.cls, names, way, dict(fr.mod_names))
         return self._block(stmts, sub), names
 
-    def _merge(self, fr: _Frame, *branches: dict[str, Any]) -> None:
-        keys = set().union(*branches)
-        for k in keys:
-            vals = [b.get(k, UNKNOWN) for b in branches]
-            fr.names[k] = vals[0] if all(v == vals[0] for v in vals) else UNKNOWN
+    def _merge(self, fr: _Frame, first: dict[str, Any], second: dict[str, Any]) -> None:
+        """A name keeps its value where both ways agree on it, else it becomes unknown."""
+        out = fr.names
+        for k, v in first.items():
+            w = second.get(k, UNKNOWN)
+            out[k] = v if v is w or v == w else UNKNOWN
+        for k in second:
+            if k not in first:
+                out[k] = UNKNOWN
 
     def _stmt(self, stmt: ast.stmt, fr: _Frame) -> bool:
+        if stmt.__class__ in _SIMPLE:
+            return self._simple(stmt, fr)
         way = fr.way
         if isinstance(stmt, ast.If):
             self._record(fr.file, stmt.test.lineno, stmt.test.end_lineno or stmt.test.lineno, way)
             self._calls(stmt.test, fr)
-            text = _text(stmt.test)
+            text = self._shown(stmt.test)
             if _first_call_flag(stmt.test, stmt.body):
-                ends, names = self._branch(stmt.body, fr, replace(way, forward=False))
+                ends, names = self._branch(stmt.body, fr, way.but(forward=False))
                 self._branch(stmt.orelse, fr, way)
                 return False
             value, sources = self._evaluator(fr).truth(stmt.test)
@@ -376,7 +408,7 @@ class Reach:
             self._bind_loop(stmt, fr)
             body_way = way
             if not way.forward and self._calls_model(stmt.body, fr):
-                body_way = replace(way, forward=True, module="")
+                body_way = way.but(forward=True, module="")
             _, names = self._branch(stmt.body, fr, body_way)
             self._merge(fr, fr.names, names)
             self._branch(stmt.orelse, fr, way)
@@ -386,11 +418,11 @@ class Reach:
             self._calls(stmt.test, fr)
             value, sources = self._evaluator(fr).truth(stmt.test)
             if value is False:
-                self._mark_never(fr.file, stmt.body, _never_reason(_text(stmt.test), sources, self.run, False))
+                self._mark_never(fr.file, stmt.body, _never_reason(self._shown(stmt.test), sources, self.run, False))
                 return False
             body_way = way
             if not way.forward and self._calls_model(stmt.body, fr):
-                body_way = replace(way, forward=True, module="")
+                body_way = way.but(forward=True, module="")
             _, names = self._branch(stmt.body, fr, body_way)
             self._merge(fr, fr.names, names)
             return False
@@ -398,7 +430,7 @@ class Reach:
             ends, names = self._branch(stmt.body, fr, way)
             self._merge(fr, fr.names, names)
             for h in stmt.handlers:
-                caught = _text(h.type) if h.type is not None else "anything"
+                caught = self._shown(h.type) if h.type is not None else "anything"
                 self._mark_never(fr.file, h.body, f"fallback in `except {caught}`: runs only if the `try` fails")
             if stmt.orelse:
                 self._block(stmt.orelse, fr)
@@ -414,13 +446,17 @@ class Reach:
         if isinstance(stmt, ast.Match):
             self._record(fr.file, stmt.lineno, stmt.subject.end_lineno or stmt.lineno, way)
             for case in stmt.cases:
-                self._branch(case.body, fr, way.unsure(f"case {_text(case.pattern)}"))
+                self._branch(case.body, fr, way.unsure(f"case {self._shown(case.pattern)}"))
             return False
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             if fr.func is not None and not isinstance(stmt, ast.ClassDef):
                 self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, way)  # a helper of this call
             return False
-        self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, way)
+        return self._simple(stmt, fr)
+
+    def _simple(self, stmt: ast.stmt, fr: _Frame) -> bool:
+        """A statement without a body: its calls are followed; True when it ends the block."""
+        self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, fr.way)
         self._calls(stmt, fr)
         if isinstance(stmt, ast.Assign):
             self._assign(stmt, fr)
@@ -464,7 +500,7 @@ class Reach:
         if isinstance(it, ast.Call) and dotted(it.func) == "enumerate" and it.args:
             it = it.args[0]
             tgt = tgt.elts[1] if isinstance(tgt, ast.Tuple) and len(tgt.elts) == 2 else tgt
-        names = [n.id for n in ast.walk(tgt) if isinstance(n, ast.Name)]
+        names = [n.id for n in walk(tgt) if isinstance(n, ast.Name)]
         for n in names:
             fr.names[n] = UNKNOWN
         if isinstance(tgt, ast.Name):
@@ -486,7 +522,7 @@ class Reach:
                 continue  # a model called in an inner loop: that loop is the step loop, not this one
             if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
                 continue
-            todo.extend(ast.iter_child_nodes(n))
+            todo.extend(children(n))
             if not isinstance(n, ast.Call):
                 continue
             t = self.target(n.func, fr)
@@ -517,7 +553,7 @@ class Reach:
     def _calls(self, node: ast.AST, fr: _Frame) -> None:
         calls = self._call_nodes.get(id(node))
         if calls is None:
-            calls = self._call_nodes[id(node)] = [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+            calls = self._call_nodes[id(node)] = calls_in(node)
         for n in calls:
             self._call(n, fr)
 
@@ -529,14 +565,16 @@ class Reach:
                 continue
             t = self.target(arg, fr)
             if isinstance(t, Func):
-                way = fr.way.unsure(f"`{_text(call.func)}(...)` calls back {_text(arg)}")
                 node = self.symbols.function(t)
                 if node is not None:
                     bound = isinstance(arg, ast.Attribute) and "." in t.qual
                     cls = Cls(t.file, t.qual.split(".")[0]) if "." in t.qual else None
                     params = _params(node)[1 if bound else 0 :]
                     names = {p.arg: UNKNOWN for p in params}
-                    self._function(t, cls, names, replace(way, chain=(*way.chain, t.qual)[-12:]))
+                    if self.stopped or self._visit_key(t, cls, names, fr.way.forward, False, fr.way.module) is None:
+                        continue  # walked so already: the way's text is not worth building
+                    way = fr.way.unsure(f"`{self._shown(call.func)}(...)` calls back {self._shown(arg)}")
+                    self._function(t, cls, names, way.but(chain=(*way.chain, t.qual)[-12:]))
 
     def _call(self, call: ast.Call, fr: _Frame) -> None:
         if call.args or call.keywords:
@@ -564,7 +602,7 @@ class Reach:
     def _invoke(self, callee: Any, call: ast.Call, fr: _Frame, way: Way, suffix: str) -> None:
         if isinstance(callee, Choice):
             key = call.func.slice if isinstance(call.func, ast.Subscript) else None
-            shown = _text(key) if key is not None else "the key"
+            shown = self._shown(key) if key is not None else "the key"
             for k, t in callee.options:
                 self._invoke(t, call, fr, way.unsure(f"{shown} == {k!r}"), suffix)
             return
@@ -639,26 +677,40 @@ class Reach:
         if node is None:
             return
         names = self._bind(node, call, fr, bound)
-        self._function(fn, cls, names, replace(way, chain=(*way.chain, fn.qual)[-12:], module=module))
-
-    def _function(self, fn: Func, cls: Cls | None, names: dict[str, Any], way: Way) -> None:
-        node = self.symbols.function(fn)
-        if node is None or self.stopped:
+        if self.stopped or self._visit_key(fn, cls, names, way.forward, way.certain, module) is None:
             return
+        self._function(fn, cls, names, way.but(chain=(*way.chain, fn.qual)[-12:], module=module))
+
+    def _visit_key(
+        self, fn: Func, cls: Cls | None, names: dict[str, Any], forward: bool, certain: bool, module: str | None
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """The context a call walks ``fn`` in (and the names it walks with), or None when the walk has already
+        been there: each function is walked once per context, and past ``CONTEXTS`` once with nothing known."""
         try:
             frozen = tuple(sorted((k, v) for k, v in names.items() if v is not UNKNOWN))
             hash(frozen)
         except TypeError:
             frozen = ()
-        slot = (fn, way.forward, way.certain)
-        key = (*slot, cls, frozen, way.module)
+        slot = (fn, forward, certain)
+        key = (*slot, cls, frozen, module)
         if key in self._visited:
-            return
+            return None
         if self._contexts[slot] >= CONTEXTS:
             names = {k: UNKNOWN for k in names}
             key = (*slot, cls, (), "*")
             if key in self._visited:
-                return
+                return None
+        return key, names
+
+    def _function(self, fn: Func, cls: Cls | None, names: dict[str, Any], way: Way) -> None:
+        node = self.symbols.function(fn)
+        if node is None or self.stopped:
+            return
+        found = self._visit_key(fn, cls, names, way.forward, way.certain, way.module)
+        if found is None:
+            return
+        key, names = found
+        slot = key[:3]
         if self.depth >= MAX_DEPTH:
             self.cut = self.cut or f"calls nested deeper than {MAX_DEPTH} were not followed; lines below are undecided"
             return

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wandoc.code.parse import ParsedFile, dotted, segment, str_const
+from wandoc.code.parse import ParsedFile, dotted, node_fields, segment, str_const, walk
 from wandoc.code.reach import Reach, Way
 from wandoc.code.symbols import Func, Symbols
 from wandoc.facts import CodeSite
@@ -83,7 +83,7 @@ _FLASH_FLAG = re.compile(r"flash|(?:^|_)fa[23]?(?:$|_)|^fa[23]", re.I)  # FLASH_
 
 def _mentions_flash(node: ast.AST) -> bool:
     """A test or assert about flash-attention availability (names like FLASH_ATTN_2_AVAILABLE, FA3)."""
-    for n in ast.walk(node):
+    for n in walk(node):
         name = n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else ""
         if name and _FLASH_FLAG.search(name):
             return True
@@ -137,21 +137,22 @@ class _Scanner:
             ast.Subscript: self._subscript, ast.BinOp: self._binop, ast.Call: self._call,
             ast.Load: None, ast.Store: None, ast.Del: None, ast.Constant: None, ast.Name: None,
         }  # fmt: skip
+        self._default = self._children
 
     def visit(self, node: ast.AST) -> None:
-        handler = self._table.get(type(node), self._children)
+        handler = self._table.get(node.__class__, self._default)
         if handler is not None:
             handler(node)
 
     def _children(self, node: ast.AST) -> None:
-        for name in node._fields:
+        table, default = self._table, self._default
+        for name in node_fields(node.__class__):  # ``children`` and ``visit`` inlined: this runs for every node
             value = getattr(node, name, None)
-            if isinstance(value, list):
-                for item in value:
-                    if isinstance(item, ast.AST):
-                        self.visit(item)
-            elif isinstance(value, ast.AST):
-                self.visit(value)
+            for child in value if value.__class__ is list else (value,):
+                if isinstance(child, ast.AST):
+                    handler = table.get(child.__class__, default)
+                    if handler is not None:
+                        handler(child)
 
     def hit(self, kind: str, node: ast.AST, target: str = "") -> None:
         self.out.hits.append(_Hit(kind, self.qual, getattr(node, "lineno", 0), self.in_loop, target))
@@ -217,7 +218,7 @@ class _Scanner:
                 continue  # an attention mask, not e.g. an input mask for the VAE
             builds = any(
                 isinstance(n, ast.Call) and dotted(n.func).rsplit(".", 1)[-1] in _MASK_BUILDERS
-                for n in ast.walk(node.value)
+                for n in walk(node.value)
             )
             if builds or (isinstance(t, ast.Subscript) and self.in_loop):
                 self.hit("mask_per_call", node)
@@ -307,7 +308,7 @@ class _Scanner:
             self.hit("flash_attention_call", node, target=name)
         if "attn_mask" in kw and any(
             isinstance(n, ast.Call) and dotted(n.func).rsplit(".", 1)[-1] in _MASK_BUILDERS
-            for n in ast.walk(kw["attn_mask"])
+            for n in walk(kw["attn_mask"])
         ):
             self.hit("mask_per_call", node)
 
@@ -363,7 +364,8 @@ def _scan_setup(pf: ParsedFile, attn_file: bool) -> list[_Hit]:
         todo: list[tuple[ast.stmt, str]] = [(stmt, "") for stmt in pf.tree.body]
         while todo:
             stmt, cls = todo.pop()
-            if not any(t in segment(pf, stmt) for t in ANYWHERE_TRIGGERS):
+            text = segment(pf, stmt)
+            if not any(t in text for t in ANYWHERE_TRIGGERS):
                 continue
             if id(stmt) in indexed:
                 hits.extend(_scan_function(pf, indexed[id(stmt)], attn_file).hits)
@@ -463,13 +465,14 @@ def find_sites(parts: Sequence[Judged]) -> list[CodeSite]:
             walked = judged.reach.walked
             whole = any(Func(rel, q) in walked for q in funcs)  # never-called neighbours: facts
             for qual, (node, _) in funcs.items():
-                if not any(t in segment(pf, node) for t in _ANY_SITE):
+                text = segment(pf, node)
+                if not any(t in text for t in _ANY_SITE):
                     continue  # no kind of site can be in it: not worth a scan
                 if (
                     Func(rel, qual) in walked
                     or _forwardish(qual)
                     or attn_file
-                    or (whole and any(t in segment(pf, node) for t in _FORWARD_TRIGGERS))
+                    or (whole and any(t in text for t in _FORWARD_TRIGGERS))
                 ):
                     hits.extend(_scan_function(pf, qual, attn_file).hits)
             ranked = sorted(hits, key=lambda h: (-(lines[h.line].rank if h.line in lines else -1), h.line))

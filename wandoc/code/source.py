@@ -7,6 +7,7 @@ code), and a tree over ``MAX_PY_FILES`` is cut, with both recorded by the caller
 
 from __future__ import annotations
 
+import codecs
 import os
 import tokenize
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from typing import Protocol
 
 MAX_FILE_BYTES = 2_000_000  # larger .py files are generated data, not code worth walking
 MAX_PY_FILES = 5000
+KEPT_TEXT_CHARS = 48_000_000  # texts kept for the probes' later reads (several per file); past this, read again
 
 # Folders that never hold the user's own code: environments, dependencies, caches, VCS data.
 SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "dist-packages", "venv", "env", "conda-meta"})
@@ -31,6 +33,11 @@ class Source(Protocol):
 
 def decode_source(data: bytes) -> str:
     """Decode Python source as the interpreter would (PEP 263 cookie or BOM, else UTF-8), never failing."""
+    first = data.find(b"\n")
+    second = data.find(b"\n", first + 1) if first >= 0 else -1
+    head = data if first < 0 or second < 0 else data[:second]  # a cookie can only be on the first two lines
+    if not data.startswith(codecs.BOM_UTF8) and b"coding" not in head:
+        return data.decode("utf-8", errors="replace")  # what the full detection below ends in, at a fraction
     try:
         encoding, _ = tokenize.detect_encoding(BytesIO(data).readline)
     except (SyntaxError, LookupError):
@@ -67,6 +74,8 @@ class FsSource:
         self.skipped: list[str] = []  # "big.py: 2,400,000 bytes, over the 2,000,000-byte bound"
         self._skipped_set: set[str] = set()
         self._files: list[str] | None = None
+        self._texts: dict[str, str] = {}  # read once per run: the walk, the sites and the env reads each ask
+        self._kept = 0
 
     def list_py(self) -> list[str]:
         if self._files is None:
@@ -106,6 +115,15 @@ class FsSource:
             self.skipped.append(note)
 
     def read(self, relpath: str) -> str | None:
+        text = self._texts.get(relpath)
+        if text is None:
+            text = self._read(relpath)
+            if text is not None and self._kept + len(text) <= KEPT_TEXT_CHARS:
+                self._texts[relpath] = text
+                self._kept += len(text)
+        return text
+
+    def _read(self, relpath: str) -> str | None:
         try:
             p = self.root / relpath
             size = p.stat().st_size

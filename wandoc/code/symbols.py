@@ -12,7 +12,7 @@ import ast
 from dataclasses import dataclass, field
 
 from wandoc.code.imports import Walk
-from wandoc.code.parse import ParsedFile, dotted
+from wandoc.code.parse import LEAF_STATEMENTS, ParsedFile, dotted
 
 # Calls on a class that return an instance of it (diffusers and transformers loaders, alternative constructors).
 CONSTRUCTORS = frozenset({"from_pretrained", "from_config", "from_single_file", "from_checkpoint", "from_file"})
@@ -81,6 +81,8 @@ def statements(body: list[ast.stmt], into_functions: bool = False) -> list[ast.s
     while todo:
         stmt = todo.pop()
         out.append(stmt)
+        if stmt.__class__ in LEAF_STATEMENTS:
+            continue
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and not into_functions:
             continue
         for name in ("body", "orelse", "finalbody"):

@@ -158,13 +158,15 @@ def _depth(value: Any) -> int:
     deepest, stack = 0, [(value, 0)]
     while stack:
         v, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > MAX_NESTING:
-            break
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v)
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
+        if not items:
+            continue
+        depth += 1  # its items sit one level down; only the tables and arrays among them are followed
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_NESTING:
+                break
+        stack.extend((x, depth) for x in items if isinstance(x, dict | list))
     return deepest
 
 
