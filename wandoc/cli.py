@@ -164,6 +164,9 @@ def check(
         Shell | None, typer.Option("--shell", help="Write fixes for this shell (default: detected).")
     ] = None,
     deep: DeepOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show what each check saw, the passed ones too.")
+    ] = False,
 ) -> None:
     """Judge this machine and a Wan checkout before launch.
 
@@ -172,11 +175,10 @@ def check(
 
     Nothing of your checkout or environment is changed, and no file is written.
     """
-    from rich.console import Console
-
-    from wandoc.collect import collect, coverage, load_facts_file
+    from wandoc.checklist import checklist, conditions_of, coverage
+    from wandoc.collect import collect, load_facts_file
     from wandoc.engine import at_or_above, evaluate
-    from wandoc.render.text import comparison_lines, print_check
+    from wandoc.render.text import comparison_lines, make_console, print_check
 
     settings = _settings()
     if facts_file is not None:
@@ -199,7 +201,7 @@ def check(
     chosen_shell = (shell.value if shell else None) or settings.shell or facts.platform.shell or "bash"
     findings = evaluate(rule_list, facts.as_tree(), scope_kind="facts", shell=chosen_shell)
     n_rules = sum(1 for r in rule_list if r.scope == "facts")
-    seen, unseen = coverage(facts)
+    items = checklist(facts, findings, conditions_of(rule_list))
     level = (fail_on.value if fail_on else None) or settings.fail_on
     if fmt is Format.json:
         out = {
@@ -207,7 +209,12 @@ def check(
             "findings": [f.model_dump(exclude={"step", "module"}) for f in findings],
             "facts": facts.as_tree(),
             "rules": {"evaluated": n_rules, "files": sorted({r.source for r in rule_list if r.scope == "facts"})},
-            "summary": {"checked": seen, "not_checked": unseen, "shell": chosen_shell, "fail_on": level},
+            "summary": {
+                **dict(zip(("checked", "not_checked"), coverage(items, facts.probe_errors), strict=True)),
+                "checklist": [item.model_dump() for item in items],
+                "shell": chosen_shell,
+                "fail_on": level,
+            },
         }
         typer.echo(json.dumps(out, indent=2, default=str))
     elif fmt in (Format.markdown, Format.html):  # renderers imported here: text and json runs never load them
@@ -215,14 +222,14 @@ def check(
             from wandoc.render.html import render_check_html as render_page
         else:
             from wandoc.render.markdown import render_check_markdown as render_page
-        page = render_page(findings, facts=facts, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
+        page = render_page(findings, facts=facts, rules_evaluated=n_rules, checklist=items, source=source,
                            shell=chosen_shell)  # fmt: skip
         from wandoc.render.text import safe
 
         typer.echo(safe(page, markup=False), nl=False)
     else:
-        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
-                    comparison=comparison_lines(facts.git))  # fmt: skip
+        print_check(make_console(), findings, rules_evaluated=n_rules, checklist=items, probe_errors=facts.probe_errors,
+                    source=source, comparison=comparison_lines(facts.git), verbose=verbose)  # fmt: skip
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
 
 
@@ -335,32 +342,29 @@ def bisect_cmd(
 @rules_app.command("list")
 def rules_list(rules: RulesOpt = None) -> None:
     """List every rule: id, severity, scope and title."""
-    from rich.console import Console
     from rich.table import Table
 
-    from wandoc.render.text import safe
+    from wandoc.render.text import make_console, safe
 
     settings = _settings()
     table = Table("id", "severity", "scope", "title", box=None, header_style="bold")
     for r in sorted(_rules([*settings.rules_dirs, *(rules or [])], []), key=lambda r: r.id):
         off = " (disabled)" if r.id in settings.disabled_rules else ""
         table.add_row(r.id, r.severity, r.scope, safe(r.title + off))
-    Console().print(table)
+    make_console().print(table)
 
 
 @rules_app.command("show")
 def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: RulesOpt = None) -> None:
     """Show one rule: what it checks, why, the fix, and its examples."""
-    from rich.console import Console
-
-    from wandoc.render.text import safe
+    from wandoc.render.text import make_console, safe
 
     settings = _settings()
     found = [r for r in _rules([*settings.rules_dirs, *(rules or [])], []) if r.id == rule_id.upper()]
     if not found:
         fail(f"no rule {rule_id!r}; `wandoc rules list` shows them all")
     r = found[0]
-    c = Console(highlight=False)  # rich's highlighter takes quadratic time on a long line
+    c = make_console()  # no highlighter: rich's takes quadratic time on a long line
     c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{safe(r.source)}[/dim]")
     c.print(safe(r.title))
     if r.explain:

@@ -47,7 +47,9 @@ class UsageProblem(Exception):
 
 
 def _out() -> Console:
-    return Console(highlight=False)
+    from wandoc.render.text import make_console
+
+    return make_console()
 
 
 def _err(message: str) -> None:

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from wandoc.engine import Finding
 from wandoc.metrics import StepMetrics
-from wandoc.render.text import MARKS, safe
+from wandoc.render.text import print_finding
 
 MB = 1e6
 
@@ -89,16 +89,4 @@ class LiveView:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def on_finding(self, finding: Finding) -> None:
-        mark, style = MARKS.get(finding.severity, ("•", ""))
-        where = []
-        if finding.step is not None:
-            where.append(f"step {finding.step}")
-        if finding.module:
-            where.append(finding.module)
-        at = f" [dim]({safe(', '.join(where))})[/dim]" if where else ""
-        self.console.print(
-            f"[{style}]{mark} {safe(finding.title)}[/{style}] [dim]{safe(finding.rule)}[/dim]{at}", highlight=False
-        )
-        self.console.print(Text("  " + safe(finding.message, markup=False)))
-        if finding.fix:
-            self.console.print(Text("  fix: ", style="green").append(safe(finding.fix, markup=False)))
+        print_finding(self.console, finding, indent=0, evidence=False)
