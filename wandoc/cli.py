@@ -18,7 +18,9 @@ from typing import Annotated, NoReturn
 import typer
 
 from wandoc import __version__
+from wandoc.cli_common import HELP_OPTIONS, run, show_switches_as_switches, version_option
 
+show_switches_as_switches()
 app = typer.Typer(
     name="wandoc",
     help=(
@@ -35,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
 )
 rules_app = typer.Typer(help="Write and test rule files.", no_args_is_help=True, add_completion=False)
 app.add_typer(rules_app, name="rules")
@@ -90,17 +93,21 @@ def _rules(extra: list[Path] | None, disabled: list[str], checked: tuple[str, ..
 
 RulesOpt = Annotated[
     list[Path] | None,
-    typer.Option("--rules", help="Extra rule file or folder (repeatable); a rule with a shipped id replaces it."),
+    typer.Option(
+        "--rules", metavar="PATH", help="Extra rule file or folder (repeatable); a rule with a shipped id replaces it."
+    ),
 ]
 RepoOpt = Annotated[
-    Path | None, typer.Option("--repo", help="The Wan checkout (default: this folder, when it is one).")
+    Path | None, typer.Option("--repo", metavar="DIR", help="The Wan checkout (default: this folder, when it is one).")
 ]
-ScriptOpt = Annotated[str, typer.Option("--script", help="The entry script inside the checkout.")]
+ScriptOpt = Annotated[str, typer.Option("--script", metavar="FILE", help="The entry script inside the checkout.")]
 CkptOpt = Annotated[
-    Path | None, typer.Option("--ckpt-dir", help="Checkpoint folder (default: the --ckpt_dir given after --).")
+    Path | None,
+    typer.Option("--ckpt-dir", metavar="DIR", help="Checkpoint folder (default: the --ckpt_dir given after --)."),
 ]
 CompareOpt = Annotated[
-    str | None, typer.Option("--compare", help="A git ref to compare the checkout with (nothing is checked out).")
+    str | None,
+    typer.Option("--compare", metavar="REF", help="A git ref to compare the checkout with (nothing is checked out)."),
 ]
 DeepOpt = Annotated[
     bool,
@@ -143,7 +150,7 @@ def _check_user_input(facts, req) -> None:
             fail(f"--compare {req.compare}: {facts.git.compare_error}")
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def check(
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
@@ -151,7 +158,10 @@ def check(
     compare: CompareOpt = None,
     rules: RulesOpt = None,
     facts_file: Annotated[
-        Path | None, typer.Option("--facts", help="Judge recorded facts (from `wandoc facts`) instead of this machine.")
+        Path | None,
+        typer.Option(
+            "--facts", metavar="FILE", help="Judge recorded facts (from `wandoc facts`) instead of this machine."
+        ),
     ] = None,
     fmt: Annotated[
         Format,
@@ -233,7 +243,7 @@ def check(
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def facts(
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
@@ -250,7 +260,7 @@ def facts(
     typer.echo(json.dumps(result.as_tree(), indent=2, default=str))
 
 
-@app.command("bisect", context_settings={"help_option_names": ["-h", "--help"]})
+@app.command("bisect")
 def bisect_cmd(
     good: Annotated[
         str | None, typer.Option("--good", metavar="REF", help="A commit or branch where the run was fast.")
@@ -266,11 +276,14 @@ def bisect_cmd(
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
     steps: Annotated[
-        int | None, typer.Option("--steps", help="Sampling steps of each test run (sets the run's --sample_steps).")
+        int | None,
+        typer.Option("--steps", metavar="N", help="Sampling steps of each test run (sets the run's --sample_steps)."),
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option("--threshold", help="A per-step median this many times the good ref's is bad (default 1.10)."),
+        typer.Option(
+            "--threshold", metavar="X", help="A per-step median this many times the good ref's is bad (default 1.10)."
+        ),
     ] = None,
 ) -> None:
     """Find the commit that made the run slow: git bisect, each commit judged by a short guarded run.
@@ -383,8 +396,12 @@ def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: Rul
 
 
 @rules_app.command("test")
-def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: all).")] = None,
-               rules: RulesOpt = None) -> None:  # fmt: skip
+def rules_test(
+    files: Annotated[
+        list[Path] | None, typer.Argument(metavar="[FILE]...", help="Rule files or folders (default: all).")
+    ] = None,
+    rules: RulesOpt = None,
+) -> None:
     """Run rules' own examples, and check that every path they read exists in the facts schema."""
     from wandoc import rulebook
     from wandoc.engine import RuleFileError, load_rules
@@ -460,7 +477,7 @@ gpus = [{{ index = 0, name = "NVIDIA GeForce RTX 3090", memory_free_bytes = 2000
 @rules_app.command("new")
 def rules_new(
     rule_id: Annotated[str, typer.Argument(metavar="ID", help="AREA-NAME in capitals, e.g. CODE-MY-REGRESSION.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write ID.toml.")] = Path("."),
+    directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Where to write ID.toml.")] = Path("."),
     from_commit: Annotated[
         str | None,
         typer.Option(
@@ -526,18 +543,8 @@ def _write_new(path: Path, text: str) -> None:
         fail(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"wandoc {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
+def _root(version: Annotated[bool, version_option("wandoc", __version__)] = False) -> None:
     """Find what will make a Wan video generation slow, before you launch it."""
 
 
@@ -560,12 +567,13 @@ def main(argv: list[str] | None = None) -> None:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        app(args=args, prog_name="wandoc")
+        code = run(app, args, "wandoc", lambda line: typer.echo(f"wandoc: {line}", err=True))
     finally:
         if argv is None:
             gc.freeze()
         elif collecting:
             gc.enable()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,9 @@ def _median_step(report: dict[str, Any]) -> float | None:
 
 
 def _rules(report: dict[str, Any]) -> set[str]:
-    found = report.get("findings")
-    return {f["rule"] for f in found if isinstance(f, dict) and "rule" in f} if isinstance(found, list) else set()
+    """The warnings and errors of a run, the doctor's included, as ``wanrun compare`` counts them."""
+    found = [f for key in ("doctor", "findings") if isinstance(report.get(key), list) for f in report[key]]
+    return {f["rule"] for f in found if isinstance(f, dict) and "rule" in f and f.get("severity") != "info"}
 
 
 def summary(report: dict[str, Any], base: dict[str, Any] | None = None) -> str:

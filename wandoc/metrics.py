@@ -335,6 +335,12 @@ class Report(_M):
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
 
+    @property
+    def verdict(self) -> list[Finding]:
+        """What the run's verdict, counts and exit code rest on: the doctor's findings before launch and the
+        guards' during the run."""
+        return [*self.doctor, *self.findings]
+
 
 # scope roots of runtime rules
 STEP_ROOTS: dict[str, type[BaseModel]] = {"step": StepMetrics, "run": RunInfo, "history": StepHistory}

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from typer.exceptions import TyperException
+
+from wandoc import __version__
+from wandoc.cli_common import HELP_OPTIONS, run, show_switches_as_switches, version_option
 
 if TYPE_CHECKING:
     from wandoc.engine import Finding
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
+show_switches_as_switches()
 app = typer.Typer(
     name="wanrun",
     help="Run Wan video generation under runtime guards that say, step by step, where the time goes.",
@@ -33,7 +36,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings=HELP_OPTIONS,
 )
+
+
+@app.callback()
+def _root(version: Annotated[bool, version_option("wanrun", __version__)] = False) -> None:
+    """Run Wan video generation under runtime guards that say, step by step, where the time goes."""
 
 
 class FailOn(StrEnum):
@@ -321,7 +330,7 @@ def _finish(
             _bail(f"cannot write {html}: {exc.strerror or exc}")
     if quiet:
         steps, seconds = final.summary.steps, final.summary.seconds_total
-        console.print(f"{counts_line(final.findings)}; {steps} steps in {seconds:.1f} s")
+        console.print(f"{counts_line(final.verdict)}; {steps} steps in {seconds:.1f} s")
     else:
         console.print()
         render(final, console)
@@ -330,7 +339,7 @@ def _finish(
             console.print(f"[dim]{label}: {safe(path)}[/dim]", soft_wrap=True)
     if stop is not None:
         console.print(f"[red]stopped by --strict at step {stop.step}: {safe(stop.rule)}[/red] {safe(stop.message)}")
-    if code == 0 and at_or_above(final.findings, fail_on.value):
+    if code == 0 and at_or_above(final.verdict, fail_on.value):  # the doctor's findings count too
         code = EXIT_FINDINGS
     raise typer.Exit(code)
 
@@ -392,7 +401,9 @@ def _run(
 
 @app.command("report")
 def report_cmd(
-    file: Annotated[Path, typer.Argument(help="A report written by `wanrun generate --report FILE`.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="REPORT.json", help="A report written by `wanrun generate --report FILE`.")
+    ],
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write the report as one self-contained HTML page, with plots.")
     ] = None,
@@ -427,8 +438,8 @@ def report_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    a: Annotated[Path, typer.Argument(help="The baseline run report.")],
-    b: Annotated[Path, typer.Argument(help="The run to judge against it.")],
+    a: Annotated[Path, typer.Argument(metavar="A.json", help="The baseline run report.")],
+    b: Annotated[Path, typer.Argument(metavar="B.json", help="The run to judge against it.")],
     threshold: Annotated[
         float | None,
         typer.Option(help="A per-step median this many times worse counts (default: regress_threshold, 1.10)."),
@@ -487,15 +498,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tolerate_encoding()
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
-    try:
-        code = app(args=args, prog_name="wanrun", standalone_mode=False)
-    except typer.Abort as exc:  # Ctrl-C (SIGTERM, SIGHUP) outside a run (which has its own report): one line
-        code = getattr(exc.__cause__, "exit_code", EXIT_INTERRUPTED)
-        _err(f"interrupted ({getattr(exc.__cause__, 'reason', 'SIGINT')})")
-    except TyperException as exc:  # an unknown option, a missing value, a bad choice
-        _err(exc.format_message().replace("Value error, ", ""))
-        code = EXIT_USAGE if exc.exit_code in (1, 2) else exc.exit_code
-    code = code if isinstance(code, int) else 0
+    code = run(app, args, "wanrun", _err)
     if argv is None:
         from wanrun.ending import stop_stragglers
 

@@ -120,10 +120,11 @@ def _ratio(a: float | None, b: float | None, higher_is_worse: bool) -> float | N
 
 
 def _finding_keys(report: Report) -> dict[str, str]:
-    """Warnings and errors only: a note (a cold first step) is context, not a regression."""
+    """Warnings and errors only, the doctor's before launch included (a commit that turns off the flash kernel is
+    new there): a note (a cold first step) is context, not a regression."""
     return {
         f.rule: f"{f.rule} (step {f.step}, {f.module})" if f.module else f.rule
-        for f in report.findings
+        for f in report.verdict
         if f.severity != "info"
     }
 

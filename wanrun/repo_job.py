@@ -142,10 +142,12 @@ def _say(message: str) -> None:
 
 
 def _show_doctor(console: Console, findings: list[Finding], evaluated: int) -> None:
-    from wandoc.render.text import counts_line, safe
+    """The doctor's verdict before the first step, marked as `wandoc check` marks it."""
+    from rich.text import Text
 
-    console.print(f"[bold]doctor[/bold] ({evaluated} rules): {counts_line(findings)}")
-    marks = {"error": "[red]✗[/red]", "warning": "[yellow]![/yellow]", "info": "[blue]i[/blue]"}
+    from wandoc.render.text import counts_line, print_finding
+
+    console.print(Text("doctor", style="bold").append(f" ({evaluated} rules): {counts_line(findings)}", style=""))
     for f in findings:
-        console.print(f"  {marks.get(f.severity, '-')} {safe(f.rule)}: {safe(f.message)}")
+        print_finding(console, f, evidence=False)
     console.print()

@@ -323,7 +323,7 @@ def _cards(report: Report) -> str:
         items.append(card(_size(s.vram_peak_bytes), "VRAM peak (allocator)"))
     if s.gpu_util_mean is not None:
         items.append(card(f"{s.gpu_util_mean:.0f}%", "GPU busy, mean"))
-    return f'<div class="cards">{"".join(items)}{findings_card(report.findings)}</div>'
+    return f'<div class="cards">{"".join(items)}{findings_card(report.verdict)}</div>'
 
 
 def _banners(report: Report) -> str:
@@ -339,7 +339,7 @@ def _banners(report: Report) -> str:
     elif s.interrupted:
         how = f" ({esc(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
         out.append(f'<p class="banner note">Stopped early{how}: the report covers the steps that ran.</p>')
-    if any(f.severity == "error" for f in report.findings):
+    if any(f.severity == "error" for f in report.verdict):
         out.append('<p class="banner bad">Error-level findings: each makes a run fail or many times slower.</p>')
     return "".join(out)
 

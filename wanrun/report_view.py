@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from wandoc.engine.expr import HELPERS
 from wandoc.metrics import Report, StepMetrics
@@ -107,11 +108,16 @@ def render(report: Report, console: Console) -> None:
     if report.steps:
         console.print(steps_table(report))
     console.print()
+    if report.doctor:
+        console.print(Text("Before launch (wandoc check)", style="bold"))
+        print_findings(console, report.doctor, verbose=False)
+        console.print(Text("During the run", style="bold"))
     if report.findings:
         print_findings(console, report.findings, verbose=False)
     else:
-        console.print("[green]No findings.[/green]")
-    console.print(f"[bold]{counts_line(report.findings)}[/bold]")
+        console.print("[green]No findings during the run.[/green]" if report.doctor else "[green]No findings.[/green]")
+    before = f" ({len(report.doctor)} of them before launch)" if report.doctor else ""
+    console.print(f"[bold]{counts_line(report.verdict)}[/bold]{before}")
     if s.deep_steps:
         console.print(f"[dim]inspected steps: {', '.join(str(i) for i in s.deep_steps)}[/dim]")
     if s.checked:
