@@ -129,7 +129,7 @@ def test_sigterm_then_quick_ctrl_c_end_the_run_with_the_whole_report(tmp_path: P
     must not break the report the first signal asked for. During the run the file already holds the steps judged
     so far, marked partial. (SIGHUP takes the same path: test_the_console_close_event_stops_the_run_like_a_signal.)"""
     proc, out = generate(tmp_path, *BUILTIN)
-    out.wait_for("step 4/")
+    out.wait_for(" 4/400 done")
     during = summary(tmp_path / "r.json")
     assert during["partial"] is True and during["ended_by"] is None and during["steps"] >= 2
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGINT):
@@ -145,7 +145,7 @@ def test_sigterm_then_quick_ctrl_c_end_the_run_with_the_whole_report(tmp_path: P
 
 def test_sigkill_loses_at_most_the_step_in_flight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc, out = generate(tmp_path, *BUILTIN)
-    out.wait_for("step 8/")
+    out.wait_for(" 8/400 done")
     proc.send_signal(signal.SIGKILL)
     assert finish(proc) == -signal.SIGKILL
     report = tmp_path / "r.json"

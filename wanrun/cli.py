@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from wandoc import __version__
 from wandoc.cli_common import HELP_OPTIONS, run, show_switches_as_switches, version_option
@@ -371,7 +372,14 @@ def _run(
         autocast_dtype=autocast,
         args=cfg.model_dump(mode="json"),
     )
-    view = LiveView(console, quiet=quiet, total=cfg.steps, gpu=torch.device(device).type != "cpu")
+    if not quiet:  # minutes may pass before step 0 ends (wan-1.3b on a CPU: hours): say what to expect first
+        from wandoc.render.text import print_indented
+        from wanrun.run_length import expected_length
+
+        line = f"{cfg.preset} on {device}: {expected_length(shape, torch.device(device), compute)}"
+        print_indented(console, Text(line, style="dim"), 4, first=0)
+    view = LiveView(console, quiet=quiet, total=cfg.steps, gpu=torch.device(device).type != "cpu",
+                    waiting="loading the model; step 0 comes next…")  # fmt: skip
     sampling: dict[str, Any] = {} if deep_every is None else {"deep_every": deep_every, "deep_budget": None}
     guard = Guard(device, rules, strict=strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
                   on_progress=keeper.checkpoint if keeper is not None else None, **sampling)  # fmt: skip

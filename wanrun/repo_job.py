@@ -86,7 +86,8 @@ def run_repo_job(
         pipeline="repo",
         args={"repo": str(repo), "script": job.script, "argv": job.args, "rank": rank, "world_size": world},
     )
-    view = LiveView(console, quiet=job.quiet or rank != 0, total=0, gpu=device.type != "cpu")
+    view = LiveView(console, quiet=job.quiet or rank != 0, total=0, gpu=device.type != "cpu",
+                    waiting=f"running {job.script}; the first step's time gives the ETA…")  # fmt: skip
     sampling: dict[str, Any] = {} if job.deep_every is None else {"deep_every": job.deep_every, "deep_budget": None}
     guard = Guard(device, job.rules, strict=job.strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
                   on_progress=keeper.checkpoint if keeper is not None else None, **sampling)  # fmt: skip

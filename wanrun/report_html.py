@@ -18,7 +18,7 @@ from pathlib import Path
 from wandoc.atomic import write_text_atomic
 from wandoc.engine import Finding
 from wandoc.engine.expr import HELPERS
-from wandoc.metrics import ModuleVolume, Report, StepMetrics
+from wandoc.metrics import ModuleVolume, Report, StepMetrics, median_basis, step_median
 from wandoc.render.html import card, esc, findings_card, findings_section, kv_table, page, table
 from wandoc.render.svg import (
     PALETTE,
@@ -32,7 +32,7 @@ from wandoc.render.svg import (
     line_chart,
     nice_ceiling,
 )
-from wanrun.compare import Comparison
+from wanrun.compare import Comparison, Row, show
 from wanrun.report_view import headline
 
 Read = Callable[[StepMetrics], float | None]
@@ -311,9 +311,10 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
 
 def _cards(report: Report) -> str:
     s = report.summary
+    median, count, plain = step_median((m.seconds, m.deep) for m in report.steps)
     used = max((m.vram_used_bytes or 0 for m in report.steps), default=0)
     items = [
-        card(_seconds(s.median_step_seconds), "median per step"),
+        card(_seconds(median), f"median per step, of {median_basis(count, plain)}"),
         card(_seconds(s.seconds_total), "in all"),
         card(str(s.steps), f"steps, {len(s.deep_steps)} inspected"),
     ]
@@ -386,10 +387,6 @@ def render_report_html(report: Report, *, title: str = "", doctor: Sequence[Find
     )
 
 
-def _cell(value: float | None, unit: str) -> str:
-    return FORMATS.get(unit, _count)(value)
-
-
 def compare_plots(a: Report, b: Report, a_name: str, b_name: str) -> str:
     runs = ((a, a_name, RUN_COLORS[0]), (b, b_name, RUN_COLORS[1]))
     markers = [m for r, name, color in runs for m in _markers(r.findings, color, prefix=f"{name}: ")]
@@ -416,21 +413,37 @@ def compare_plots(a: Report, b: Report, a_name: str, b_name: str) -> str:
     return legend.html() + f'<div class="grid">{"".join(panels)}</div>'
 
 
-def comparison_table(cmp: Comparison) -> str:
-    rows, marks = [], []
-    for row in cmp.rows:
+def comparison_table(rows: Sequence[Row], head: str = "measure (median per step)") -> str:
+    cells, marks = [], []
+    for row in rows:
         ratio = "-" if row.ratio is None else ("from 0" if math.isinf(row.ratio) else f"{row.ratio:.2f}x")
         worse = '<span class="sev error">worse</span>' if row.worse else ""
-        rows.append([esc(row.metric), esc(_cell(row.a, row.unit)), esc(_cell(row.b, row.unit)), esc(ratio), worse])
+        cells.append([esc(row.metric), esc(show(row.a, row.unit)), esc(show(row.b, row.unit)), esc(ratio), worse])
         marks.append("worse" if row.worse else "")
-    return table(["measure (median per step)", "A", "B", "B/A", ""], rows, num=(1, 2, 3), row_classes=marks)
+    return table([head, "A", "B", "B/A", ""], cells, num=(1, 2, 3), row_classes=marks)
+
+
+def differences_table(cmp: Comparison) -> str:
+    """What differs between the runs (arguments, versions, machine), the first place to look for why."""
+    rows = []
+    for kind in ("arguments", "versions", "machine"):
+        diffs = [d for d in cmp.differences if d.kind == kind]
+        if not diffs:
+            shared = cmp.same.get(kind, "the same")
+            rows.append([esc(kind), "the same", esc("" if shared == "the same" else shared), ""])
+        for d in diffs:
+            rows.append([esc(kind), f"<code>{esc(d.name)}</code>", esc(d.a), esc(d.b)])
+    marks = ["differs" if len(r) == 4 and r[1].startswith("<code>") else "" for r in rows]
+    return table(["", "what", "A", "B"], rows, cls="kv runs", row_classes=marks)
 
 
 def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b_name: str) -> str:
-    """Two runs as one page: the verdict, both runs' facts, overlaid per-step plots, and the differences."""
+    """Two runs as one page: the verdict and why, what differs between them, the medians and phases side by
+    side, overlaid per-step plots, and the findings."""
     threshold = f"threshold {cmp.threshold:.2f}x"
+    why = cmp.why()
     verdict = (
-        f'<p class="banner bad">B is worse than A ({threshold}).</p>'
+        f'<p class="banner bad">B is worse than A ({threshold}): {esc("; ".join(why))}.</p>'
         if cmp.regressed
         else f'<p class="banner good">Nothing got worse ({threshold}).</p>'
     )
@@ -448,22 +461,35 @@ def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b
         for label, items in (("New in B", cmp.new_findings), ("Gone in B", cmp.gone_findings))
         if items
     ]
+    folded = [
+        f'<p class="small">{label}: {esc(", ".join(r.metric for r in rows))}.</p>'
+        for label, rows in (
+            ("None in either run", [r for r in cmp.rows if r.zero]),
+            ("Not measured in either run", [r for r in cmp.rows if r.unmeasured]),
+        )
+        if rows
+    ]
     changes += [f'<p class="note">{esc(note)}</p>' for note in cmp.notes]
-    older = findings_section(a.findings, where=True, grouped=False)
+    older = findings_section(a.verdict, where=True, grouped=False)
+    phases = [r for r in cmp.phases if not r.unmeasured]
     body = [
         f"<h1>wanrun compare: {esc(a_name)} → {esc(b_name)}</h1>",
         f'<p class="lead">A: {esc(headline(a))}<br>B: {esc(headline(b))}</p>',
         verdict,
-        "<h2>Differences</h2>",
-        comparison_table(cmp),
-        *changes,
+        "<h2>What differs between the runs</h2>",
+        differences_table(cmp),
         "<h2>Per step</h2>",
+        comparison_table([r for r in cmp.rows if not r.unmeasured and not r.zero]),
+        *folded,
+        *(["<h2>Phases</h2>", comparison_table(phases, "phase (seconds)")] if phases else []),
+        *changes,
+        "<h2>Per step, plotted</h2>",
         compare_plots(a, b, a_name, b_name),
         "<h2>The runs</h2>",
         runs,
         f"<h2>Findings in B: {esc(b_name)}</h2>",
-        findings_section(b.findings, where=True, new_rules=new_rules, grouped=False),
-        f"<details><summary>Findings in A: {esc(a_name)} ({len(a.findings)})</summary>{older}</details>",
+        findings_section(b.verdict, where=True, new_rules=new_rules, grouped=False),
+        f"<details><summary>Findings in A: {esc(a_name)} ({len(a.verdict)})</summary>{older}</details>",
     ]
     return page(f"wanrun compare {a_name} {b_name}", "\n".join(x for x in body if x))
 

@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from wandoc.engine.expr import HELPERS
-from wandoc.metrics import Report, StepMetrics
-from wandoc.render.text import counts_line, print_findings, safe
-from wanrun.compare import Comparison
+from wandoc.metrics import Report, StepMetrics, median_basis, step_median
+from wandoc.render.text import counts_line, print_findings, print_indented, safe
+from wanrun.compare import Comparison, Row, show
 
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
 
@@ -46,7 +46,7 @@ def steps_table(report: Report) -> Table:
     table.add_column("measure")
     table.add_column("per step", justify="right")
     table.add_column("whole run", justify="right")
-    seconds = _per_step(steps, lambda m: m.seconds)
+    seconds = step_median((m.seconds, m.deep) for m in steps)[0]
     table.add_row("time", f"{seconds:.3f} s" if seconds is not None else "-", f"{s.seconds_total:.1f} s")
     if s.vram_peak_bytes:
         peak = _per_step(steps, lambda m: m.vram_peak_bytes)
@@ -93,9 +93,10 @@ def headline(report: Report) -> str:
     gpu = f" ({run.gpu_name})" if run.gpu_name else ""
     what = run.denoiser or "run"
     shape = f", {run.size} x {run.frames} frames" if run.size else ""
-    return (
-        f"{what} on {run.device}{gpu}{shape}: {s.steps} step{'s' * (s.steps != 1)}, "
-        f"median {s.median_step_seconds:.3f} s/step, {s.seconds_total:.1f} s in all"
+    median, count, plain = step_median((m.seconds, m.deep) for m in report.steps)
+    per_step = f"median {median:.3f} s/step (of {median_basis(count, plain)})" if median is not None else "no step"
+    return f"{what} on {run.device}{gpu}{shape}: {s.steps} step{'s' * (s.steps != 1)}, {per_step}, " + (
+        f"{s.seconds_total:.1f} s in all"
     )
 
 
@@ -139,27 +140,58 @@ def render(report: Report, console: Console) -> None:
         console.print(f"[red]the generation failed: {safe(s.error)}[/red]", highlight=False)
 
 
-def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
-    """Per-step medians of two runs side by side, the worse ones marked, and the findings that came or went."""
-    title = f"{safe(a)} → {safe(b)} (median per step)"
+def _comparison_table(title: str, rows: list[Row]) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for col, justify in (("measure", "left"), ("A", "right"), ("B", "right"), ("B/A", "right"), ("", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-
-    def cell(value: float | None, unit: str) -> str:
-        if value is None:
-            return "-"
-        return {"bytes": _b(value), "s": f"{value:.3f} s", "%": f"{value:.0f}%"}.get(unit, _n(value))
-
-    for row in cmp.rows:
-        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+    for row in rows:
+        ratio = "-" if row.ratio is None else ("from 0" if row.ratio == float("inf") else f"{row.ratio:.2f}x")
         mark = "[red]worse[/red]" if row.worse else ""
-        table.add_row(safe(row.metric), cell(row.a, row.unit), cell(row.b, row.unit), ratio, mark)
-    console.print(table)
+        table.add_row(safe(row.metric), show(row.a, row.unit), show(row.b, row.unit), ratio, mark)
+    return table
+
+
+def differences_lines(cmp: Comparison) -> list[str]:
+    """What differs between the runs, kind by kind (arguments, versions, machine): the first place to look."""
+    lines = []
+    for kind in ("arguments", "versions", "machine"):
+        diffs = [d for d in cmp.differences if d.kind == kind]
+        if diffs:
+            lines.append(f"  {kind}: " + "; ".join(f"{d.name} {d.a} → {d.b}" for d in diffs))
+        else:
+            shared = cmp.same.get(kind, "the same")
+            lines.append(f"  {kind}: the same" + (f" ({shared})" if shared != "the same" else ""))
+    return lines
+
+
+def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None:
+    """Why B is worse (or that nothing is), what differs between the runs, the medians and phases that were
+    measured side by side (rows nothing was measured in, or that are zero in both, folded into one line each),
+    and the findings that came or went."""
+    console.print(Text(f"{safe(a, markup=False)} → {safe(b, markup=False)}", style="bold"))
+    why = cmp.why()
+    if why:
+        verdict = Text("B is worse", style="bold red").append(f" (threshold {cmp.threshold:.2f}x): ")
+        print_indented(console, verdict.append(safe("; ".join(why), markup=False)), 4, first=0)
+    console.print("what differs between the runs:")
+    for line in differences_lines(cmp):
+        print_indented(console, Text(safe(line, markup=False)), 4, first=0)
+    shown = [r for r in cmp.rows if not r.unmeasured and not r.zero]
+    if shown:
+        console.print(_comparison_table("per step (median)", shown))
+    phases = [r for r in cmp.phases if not r.unmeasured]
+    if phases:
+        console.print(_comparison_table("phases", phases))
+    for label, rows in (
+        ("none in either run", [r for r in cmp.rows if r.zero]),
+        ("not measured in either run", [r for r in cmp.rows if r.unmeasured]),
+    ):
+        if rows:
+            console.print(Text(f"{label}: {', '.join(r.metric for r in rows)}", style="dim"), soft_wrap=True)
     for label, items, style in (("new in B", cmp.new_findings, "red"), ("gone in B", cmp.gone_findings, "green")):
         if items:
             console.print(f"[{style}]{label}:[/{style}] {safe(', '.join(items))}", highlight=False)
     for note in cmp.notes:
         console.print(f"[yellow]note:[/yellow] {safe(note)}")
-    verdict = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
-    console.print(f"{verdict} (threshold {cmp.threshold:.2f}x)")
+    verdict_line = "[red]B is worse[/red]" if cmp.regressed else "[green]nothing got worse[/green]"
+    console.print(f"{verdict_line} (threshold {cmp.threshold:.2f}x)")
