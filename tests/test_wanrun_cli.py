@@ -277,3 +277,22 @@ def test_the_wan_1_3b_shape_on_a_cpu_is_hours() -> None:
     line = expected_length(shape, torch.device("cpu"), "fp32")
     assert line.startswith("20 steps x 2 forwards of 32,760 tokens through 1.4B parameters")
     assert re.search(r"expect about \d+ h", line), line
+
+
+def test_the_summary_prints_no_rows_of_zeros() -> None:
+    """A CPU run cannot measure copies or syncs, and a figure zero on every inspected step is one line, not a
+    row of 0 B; what was measured keeps its row."""
+    from wandoc.metrics import RunInfo, Summary
+    from wanrun.report_view import render
+
+    steps = [StepMetrics(index=i, seconds=0.3, deep=i < 2, cast_bytes=5 << 20 if i < 2 else None,
+                         repeated_cast_bytes=0 if i < 2 else None, h2d_bytes=0 if i < 2 else None)
+             for i in range(4)]  # fmt: skip
+    buffer = io.StringIO()
+    summary = Summary(steps=4, cast_bytes_total=10 << 20)
+    render(Report(run=RunInfo(device="cpu"), steps=steps, summary=summary), Console(file=buffer, width=120))
+    text = buffer.getvalue()
+    assert "casts (inspected)" in text and "5.0 MiB" in text
+    assert "host→device (inspected)" not in text and "0 B" not in text
+    assert "none in the inspected steps: repeated" in text
+    assert "a CPU run measures none of: host→device, of it weights, device→host, syncs, heavy ops on CPU" in text

@@ -210,6 +210,11 @@ class StepMetrics(_M):
 class RunInfo(_M):
     """Facts about the run that runtime rules compare step metrics against."""
 
+    @property
+    def cpu_run(self) -> bool:
+        """A run on the CPU: no device memory, no host-device traffic, no GPU signals to measure."""
+        return bool(self.device) and not self.expects_gpu
+
     device: str = Field("", description="Device of the run: cuda, cuda:0, cpu.")
     expects_gpu: bool = Field(False, description="A GPU run: heavy ops on the CPU are findings.")
     gpu_name: str = Field("", description="Name of the run's GPU.")

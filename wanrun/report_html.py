@@ -91,6 +91,7 @@ class Plot:
     inspected_only: bool = False
     empty: str = ""  # why a run may have no figures for it; no text: leave the plot out when empty
     ref: Callable[[Report], RefLine | None] | None = None  # the limit the figures run up against
+    gpu_only: bool = False  # a CPU run has nothing of it to measure (no device memory, no host-device traffic)
 
 
 PLOTS: tuple[Plot, ...] = (
@@ -102,11 +103,12 @@ PLOTS: tuple[Plot, ...] = (
             ("allocator peak", _measured(lambda s: s.vram_peak_bytes)),
             ("used, NVML", _measured(lambda s: s.vram_used_bytes)),
         ),
-        empty="a CPU run, or no CUDA allocator to read",
+        empty="no CUDA allocator to read",
         ref=_vram_total,
+        gpu_only=True,
     ),
-    Plot("GPU use", "%", (("GPU busy", lambda s: s.gpu_util),), empty="a CPU run, or no NVML"),
-    Plot("Power draw", "W", (("power", _measured(lambda s: s.power_w)),), ref=_power_limit),
+    Plot("GPU use", "%", (("GPU busy", lambda s: s.gpu_util),), empty="no NVML", gpu_only=True),
+    Plot("Power draw", "W", (("power", _measured(lambda s: s.power_w)),), ref=_power_limit, gpu_only=True),
     Plot(
         "Host↔device copies",
         "bytes",
@@ -116,6 +118,7 @@ PLOTS: tuple[Plot, ...] = (
             ("device→host", lambda s: s.d2h_bytes),
         ),
         inspected_only=True,
+        gpu_only=True,
     ),
     Plot(
         "Weights moved between steps",
@@ -124,6 +127,7 @@ PLOTS: tuple[Plot, ...] = (
             ("onto the device", _measured(lambda s: s.weights_in_bytes)),
             ("back to the CPU", _measured(lambda s: s.weights_out_bytes)),
         ),
+        gpu_only=True,
     ),
     Plot(
         "Casts",
@@ -131,8 +135,8 @@ PLOTS: tuple[Plot, ...] = (
         (("all casts", lambda s: s.cast_bytes), ("repeated (weights)", lambda s: s.repeated_cast_bytes)),
         inspected_only=True,
     ),
-    Plot("Heavy ops on the CPU", "count", (("CPU ops", lambda s: s.cpu_ops),), inspected_only=True),
-    Plot("Syncs", "count", (("syncs", lambda s: s.syncs),), inspected_only=True),
+    Plot("Heavy ops on the CPU", "count", (("CPU ops", lambda s: s.cpu_ops),), inspected_only=True, gpu_only=True),
+    Plot("Syncs", "count", (("syncs", lambda s: s.syncs),), inspected_only=True, gpu_only=True),
 )
 
 
@@ -191,24 +195,47 @@ def _step_notes(report: Report) -> dict[float, str]:
     return notes
 
 
+def _left_out(plot: Plot, reports: Sequence[Report]) -> str | None:
+    """Why a plot is left out of the page, or None to draw it: a figure no step measured, one a CPU run cannot
+    measure, or one that was zero on every step (a chart of a flat zero says nothing a line of text does not)."""
+    if plot.gpu_only and all(r.run.cpu_run for r in reports):
+        return "a CPU run measures none"
+    points = [p for r in reports for _, read in plot.series for p in _points(r.steps, read, plot.inspected_only)]
+    if not points:
+        return "no step was inspected op by op" if plot.inspected_only else (plot.empty or "not measured")
+    if not any(y for _, y in points):
+        return "zero on every step" + (" inspected" if plot.inspected_only else "")
+    return None
+
+
+def left_out_note(missing: dict[str, list[str]]) -> str:
+    """One line for the plots left out, grouped by why: "Not plotted: VRAM, GPU use (a CPU run measures none);
+    Casts (zero on every step inspected)."""
+    if not missing:
+        return ""
+    said = "; ".join(f"{', '.join(titles)} ({why})" for why, titles in missing.items())
+    return f'<p class="small">Not plotted: {esc(said)}.</p>'
+
+
 def step_plots(report: Report) -> str:
-    """The per-step plots of one run; what the run could not measure is said once, under them."""
+    """The per-step plots of one run; what was left out, and why, is said in one line under them."""
     steps = report.steps
     if not steps:
         return '<p class="small">The report has no steps: the run stopped before the first one.</p>'
     deep = [float(s.index) for s in steps if s.deep]
     markers, notes, x_range = _markers(report.findings), _step_notes(report), _x_range(report)
-    panels, missing = [], []
+    panels: list[str] = []
+    missing: dict[str, list[str]] = {}
     for plot in PLOTS:
+        why = _left_out(plot, [report])
+        if why is not None:
+            missing.setdefault(why, []).append(plot.title)
+            continue
         series = []
         for i, (name, read) in enumerate(plot.series):
             pts = _points(steps, read, plot.inspected_only)
             if pts and (i == 0 or any(y for _, y in pts)):
                 series.append(Series(name, pts, PALETTE[i % len(PALETTE)], dashed=i > 0, width=3.2 - 0.9 * i))
-        if not series:
-            why = "no step was inspected op by op" if plot.inspected_only else plot.empty
-            missing += [f"{plot.title} ({why})"] if why else []
-            continue
         refs = [r for r in ([plot.ref(report)] if plot.ref else []) if r is not None]
         highest = max([y for s in series for _, y in s.points] + [r.y for r in refs])
         title = plot.title + (" (inspected steps)" if plot.inspected_only else "")
@@ -218,8 +245,7 @@ def step_plots(report: Report) -> str:
         )  # fmt: skip
         panels.append(f'<div class="panel">{chart}</div>')
     legend = Legend(band="inspected step (copies, casts, syncs and CPU ops measured)", marker="a finding fired")
-    note = f'<p class="small">Not measured: {esc("; ".join(missing))}.</p>' if missing else ""
-    return legend.html() + f'<div class="grid">{"".join(panels)}</div>' + note
+    return legend.html() + f'<div class="grid">{"".join(panels)}</div>' + left_out_note(missing)
 
 
 def top_modules(
@@ -391,13 +417,17 @@ def compare_plots(a: Report, b: Report, a_name: str, b_name: str) -> str:
     runs = ((a, a_name, RUN_COLORS[0]), (b, b_name, RUN_COLORS[1]))
     markers = [m for r, name, color in runs for m in _markers(r.findings, color, prefix=f"{name}: ")]
     x_range = _x_range(a, b)
-    panels = []
+    panels: list[str] = []
+    missing: dict[str, list[str]] = {}
     for plot in PLOTS:
         name, read = plot.series[0]
+        why = _left_out(Plot(plot.title, plot.unit, plot.series[:1], plot.inspected_only, plot.empty, None,
+                             plot.gpu_only), [a, b])  # fmt: skip
+        if why is not None:
+            missing.setdefault(f"{why} in either run", []).append(plot.title)
+            continue
         series = [Series(run_name, pts, color, dashed=i == 1) for i, (r, run_name, color) in enumerate(runs)
                   if (pts := _points(r.steps, read, plot.inspected_only))]  # fmt: skip
-        if not series:
-            continue
         what = f"{plot.title}: {name}" if len(plot.series) > 1 else plot.title
         title = what + (" (inspected steps)" if plot.inspected_only else "")
         highest = max(y for s in series for _, y in s.points)
@@ -410,7 +440,7 @@ def compare_plots(a: Report, b: Report, a_name: str, b_name: str) -> str:
         series=[Series(n, (), c, dashed=i == 1) for i, (_, n, c) in enumerate(runs)],
         marker="a finding fired (in the run's colour)",
     )
-    return legend.html() + f'<div class="grid">{"".join(panels)}</div>'
+    return legend.html() + f'<div class="grid">{"".join(panels)}</div>' + left_out_note(missing)
 
 
 def comparison_table(rows: Sequence[Row], head: str = "measure (median per step)") -> str:

@@ -38,8 +38,10 @@ def _n(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def steps_table(report: Report) -> Table:
-    """Medians per step; copy, cast, sync and CPU figures come from the inspected (deep) steps only."""
+def steps_table(report: Report) -> tuple[Table, list[str]]:
+    """Medians per step; copy, cast, sync and CPU figures come from the inspected (deep) steps only. A figure a
+    CPU run cannot measure, or one that was zero on every inspected step, is named in a line instead of a row
+    of zeros (the lines are returned beside the table)."""
     steps, deep = report.steps, [s for s in report.steps if s.deep]
     s = report.summary
     table = Table(title="per step (median)", title_justify="left", show_edge=False, pad_edge=False)
@@ -57,24 +59,35 @@ def steps_table(report: Report) -> Table:
     utils = [m.gpu_util for m in steps if m.gpu_util is not None]
     if utils and s.gpu_util_mean is not None:
         table.add_row("GPU busy", f"{_median(utils):.0f}%", f"{s.gpu_util_mean:.0f}%")
-    rows: list[tuple[str, Callable[[StepMetrics], float | None], bool, float | None]] = [
-        ("host→device", lambda m: m.h2d_bytes, True, s.h2d_bytes_total),
-        ("  of it weights", lambda m: m.weight_h2d_bytes, True, None),
-        ("device→host", lambda m: m.d2h_bytes, True, s.d2h_bytes_total),
-        ("casts", lambda m: m.cast_bytes, True, s.cast_bytes_total),
-        ("  repeated", lambda m: m.repeated_cast_bytes, True, s.repeated_cast_bytes_total),
-        ("syncs", lambda m: m.syncs, False, s.syncs_total),
-        ("heavy ops on CPU", lambda m: m.cpu_ops, False, s.cpu_ops_total),
+    # (label, read, bytes, whole-run total, only a GPU run has it)
+    rows: list[tuple[str, Callable[[StepMetrics], float | None], bool, float | None, bool]] = [
+        ("host→device", lambda m: m.h2d_bytes, True, s.h2d_bytes_total, True),
+        ("  of it weights", lambda m: m.weight_h2d_bytes, True, None, True),
+        ("device→host", lambda m: m.d2h_bytes, True, s.d2h_bytes_total, True),
+        ("casts", lambda m: m.cast_bytes, True, s.cast_bytes_total, False),
+        ("  repeated", lambda m: m.repeated_cast_bytes, True, s.repeated_cast_bytes_total, False),
+        ("syncs", lambda m: m.syncs, False, s.syncs_total, True),
+        ("heavy ops on CPU", lambda m: m.cpu_ops, False, s.cpu_ops_total, True),
     ]
     moved = [m.weights_in_bytes for m in steps if m.weights_in_bytes]
     if moved:  # an expert switch, a model moved between steps: read from where the weights live, on every step
         table.add_row("weights moved in between steps", _b(_median(moved)), _b(s.weights_in_bytes_total))
-    for label, read, is_bytes, total in rows:
+    cpu_run, zero, unmeasurable = report.run.cpu_run, [], []
+    for label, read, is_bytes, total, gpu_only in rows:
+        if cpu_run and gpu_only:
+            unmeasurable.append(label.strip())
+            continue
+        values = [v for m in deep if (v := read(m)) is not None]
+        if deep and values and not any(values):
+            zero.append(label.strip())
+            continue
         value = _per_step(deep, read)
         table.add_row(
             f"{label} (inspected)", _b(value) if is_bytes else _n(value), _b(total) if is_bytes else _n(total)
         )
-    return table
+    lines = [f"none in the inspected steps: {', '.join(zero)}"] if zero else []
+    lines += [f"a CPU run measures none of: {', '.join(unmeasurable)}"] if unmeasurable else []
+    return table, lines
 
 
 def phases_table(report: Report) -> Table:
@@ -107,7 +120,10 @@ def render(report: Report, console: Console) -> None:
     if s.phases:
         console.print(phases_table(report))
     if report.steps:
-        console.print(steps_table(report))
+        table, folded = steps_table(report)
+        console.print(table)
+        for line in folded:
+            console.print(Text(line, style="dim"), soft_wrap=True)
     console.print()
     if report.doctor:
         console.print(Text("Before launch (wandoc check)", style="bold"))
@@ -121,10 +137,9 @@ def render(report: Report, console: Console) -> None:
     console.print(f"[bold]{counts_line(report.verdict)}[/bold]{before}")
     if s.deep_steps:
         console.print(f"[dim]inspected steps: {', '.join(str(i) for i in s.deep_steps)}[/dim]")
-    if s.checked:
-        console.print(f"[dim]checked: {safe('; '.join(s.checked))}[/dim]", highlight=False)
-    if s.not_checked:
-        console.print(f"[dim]not checked: {safe('; '.join(s.not_checked))}[/dim]", highlight=False)
+    for label, items in (("checked", s.checked), ("not checked", s.not_checked)):
+        if items:
+            print_indented(console, Text(f"{label}: {safe('; '.join(items), markup=False)}", style="dim"), 4, first=0)
     if s.output:
         console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})", highlight=False)
     if s.partial:
