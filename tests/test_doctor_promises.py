@@ -61,10 +61,24 @@ def test_the_runs_own_ckpt_dir_that_does_not_exist_is_a_blocker(
     assert "1 weight file(s)" in _line(report, "checkpoints")["detail"]
 
 
-def test_the_doctors_own_ckpt_dir_typo_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["check", "--ckpt-dir", str(tmp_path / "nope")], capsys)
+@pytest.mark.parametrize("option", ["--ckpt-dir", "--repo", "--facts"])
+def test_the_doctors_own_path_typo_is_bad_input(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """troubleshooting.md: a path given to the doctor's own options that does not exist is one line, exit 2."""
+    code, out, err = run(["check", option, str(tmp_path / "nope")], capsys)
     assert code == 2 and not out
-    assert err.count("\n") == 1 and "--ckpt-dir" in err and "no such folder" in err
+    assert err.count("\n") == 1 and option in err and "nope" in err
+
+
+def test_the_blockers_troubleshooting_lists_are_errors() -> None:
+    """'It does not start at all' promises exit 1 for each rule it names: each must be an error."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    section = text.split("## It does not start at all")[1].split("\n## ")[0].split("A path given")[0]
+    named = set(re.findall(r"`([A-Z]+-[A-Z0-9-]+)`", section))
+    assert {"CKPT-DIR-NOT-FOUND", "CKPT-NO-WEIGHTS", "CODE-REPO-NOT-WAN", "ARGS-DO-NOT-PARSE"} <= named
+    severity = {r.id: r.severity for r in rulebook.load()}
+    assert {rule: severity[rule] for rule in named} == dict.fromkeys(named, "error")
 
 
 def test_an_empty_checkpoint_folder_is_a_finding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
