@@ -203,15 +203,28 @@ def test_evidence_is_in_human_units_in_text_and_raw_in_json(capsys: pytest.Captu
             assert f"{key}: {value}" not in out and re.search(rf"{key}: [\d.]+ GiB", out)
 
 
+# facts fields that hold a size: named with "bytes" (memory_free_bytes, dit_bytes_on_disk), and the estimate's
+# peak_vram_* figures
+_SIZE_FIELD = re.compile(r"(^|_)bytes(_|$)|^peak_vram_")
+
+
 def _reads_bytes(node: object) -> bool:
     import ast
 
     if isinstance(node, ast.Attribute):
-        return node.attr.endswith("_bytes") or node.attr == "bytes"
+        return bool(_SIZE_FIELD.search(node.attr))
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
         return _reads_bytes(node.left) and _reads_bytes(node.right)
     if isinstance(node, ast.ListComp):
         return _reads_bytes(node.elt)
+    if isinstance(node, ast.IfExp):
+        return _reads_bytes(node.body) and _reads_bytes(node.orelse)
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("first", "max", "min", "sum")
+    ):
+        return bool(node.args) and _reads_bytes(node.args[0])
     return False
 
 

@@ -41,7 +41,7 @@ def test_markdown_groups_findings_with_evidence_and_the_fix_for_the_shell(
     areas = [line for line in lines if line.startswith("#### ")]
     assert areas[:2] == ["#### Attention kernels", "#### GPU and driver"]  # the area of the worst finding first
     assert "**✖ error: The run needs more VRAM than the GPU has free** `GPU-MODEL-EXCEEDS-FREE-VRAM`" in lines
-    assert any(line.startswith("- evidence: peak_vram `") for line in lines)
+    assert any(line.startswith("- evidence: peak_vram_bytes `59.4 GiB`") for line in lines)  # sizes in GiB
     fence = lines.index("  ```powershell")  # the fix command, for the shell the facts recorded
     assert lines[fence + 1].startswith("  nvidia-smi --query-compute-apps") and lines[fence + 2] == "  ```"
     assert re.search(r"^\*\*2 errors, \d+ warnings, \d+ notes\*\* from \d+ rules over facts recorded in", out, re.M)

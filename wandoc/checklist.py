@@ -63,7 +63,10 @@ class _Line:
 
 def _env(f: Facts) -> tuple[State, str, str, list[tuple[str, str]]]:
     read = sorted(f.repo.env_vars)
-    shown = [(name, f.env.vars.get(name, "(not set)")) for name in read]
+    shown = [(name, f.env.vars[name]) for name in read if name in f.env.vars]
+    unset = [name for name in read if name not in f.env.vars]
+    if unset:
+        shown.append(("read by the code, not set", ", ".join(unset)))
     where = f", {len(read)} of them read by the checkout's code" if read else ""
     return "passed", f"{len(f.env.vars)} variables in this process{where}", "", shown
 
@@ -156,18 +159,19 @@ def _code(f: Facts) -> tuple[State, str, str, list[tuple[str, str]]]:
         return "not_checked", "no Wan checkout here", "add --repo DIR, the folder with generate.py", []
     wan = f", Wan {r.wan_version}" if r.wan_version else ""
     rows = [("checkout", f"{r.path} ({r.entry_script}{wan})")]
-    if not r.call_graph.entry:
+    entry = r.call_graph.entry or r.import_path.entry  # facts recorded before the call graph name the walk's
+    if not entry and not r.import_path.modules:
         return "not_checked", f"{r.path}: {r.error or 'no entry script found'}", "name the entry with --script", rows
     rows.append(("files on the run's path", str(len(r.import_path.modules))))
     rows.append(("functions walked", str(r.call_graph.functions_walked)))
     files = len(r.import_path.modules)
-    return "passed", f"{r.path}: {r.call_graph.entry} and the {files} file(s) it imports{wan}", "", rows
+    return "passed", f"{r.path}: {entry or r.entry_script} and the {files} file(s) it imports{wan}", "", rows
 
 
 def _args(f: Facts) -> tuple[State, str, str, list[tuple[str, str]]]:
     r = f.repo
     script = r.entry_script or "generate.py"
-    if not r.found or not r.call_graph.entry:
+    if not r.found or not (r.call_graph.entry or r.import_path.entry or r.args):
         how = "add --repo DIR, then the run's arguments after --"
         return "not_checked", "no entry script to parse them with", how, []
     if r.args_note:

@@ -326,7 +326,7 @@ def _finish(
         from wanrun.report_html import write_run_html
 
         try:
-            write_run_html(final, html)
+            write_run_html(final, html, title=keeper.path.name if keeper is not None else "")
         except OSError as exc:
             _bail(f"cannot write {html}: {exc.strerror or exc}")
     if quiet:

@@ -94,6 +94,7 @@ class Comparison:
     new_findings: list[str] = field(default_factory=list)  # "RULE-ID (step N, module)"
     gone_findings: list[str] = field(default_factory=list)
     threshold: float = 1.10
+    phase_floor: float = 0.5  # seconds a phase must grow by, past the threshold, to count as worse
     notes: list[str] = field(default_factory=list)  # what was left out of the medians, and why
 
     @property
@@ -181,7 +182,7 @@ def compare(
     when its ratio exceeds ``threshold`` and it took at least ``min_phase_seconds`` longer."""
     if (problem := check_threshold(threshold)) is not None:
         raise ValueError(f"threshold {problem}")
-    out = Comparison(threshold=threshold)
+    out = Comparison(threshold=threshold, phase_floor=min_phase_seconds)
     for m in METRICS:
         (va, broken_a), (vb, broken_b) = _median(a, m), _median(b, m)
         for run, broken in (("A", broken_a), ("B", broken_b)):

@@ -33,7 +33,7 @@ from wandoc.render.svg import (
     nice_ceiling,
 )
 from wanrun.compare import Comparison, Row, show
-from wanrun.report_view import headline
+from wanrun.report_view import headline, phase_rule
 
 Read = Callable[[StepMetrics], float | None]
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
@@ -318,7 +318,13 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
         rows.append(("VRAM", _size(r.vram_total_bytes)))
     if r.power_limit_w:
         rows.append(("power limit", f"{r.power_limit_w:.0f} W"))
+    if r.driver_version:
+        rows.append(("driver", r.driver_version))
+    if r.cpu_model:
+        rows.append(("CPU", r.cpu_model))
     rows += [("OS", r.platform_os or "-"), ("torch", r.torch_version or "-"), ("pipeline", r.pipeline or "-")]
+    if r.wandoc_version:
+        rows.append(("wandoc", r.wandoc_version))
     if r.denoiser:
         weights = f", {_size(r.model_weight_bytes)} of weights" if r.model_weight_bytes else ""
         dtype = f" in {r.model_param_dtype}" if r.model_param_dtype else ""
@@ -459,8 +465,8 @@ def differences_table(cmp: Comparison) -> str:
     for kind in ("arguments", "versions", "machine"):
         diffs = [d for d in cmp.differences if d.kind == kind]
         if not diffs:
-            shared = cmp.same.get(kind, "the same")
-            rows.append([esc(kind), "the same", esc("" if shared == "the same" else shared), ""])
+            shared = esc(cmp.same.get(kind, "the same"))
+            rows.append([esc(kind), "the same", shared, shared])
         for d in diffs:
             rows.append([esc(kind), f"<code>{esc(d.name)}</code>", esc(d.a), esc(d.b)])
     marks = ["differs" if len(r) == 4 and r[1].startswith("<code>") else "" for r in rows]
@@ -511,7 +517,15 @@ def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b
         "<h2>Per step</h2>",
         comparison_table([r for r in cmp.rows if not r.unmeasured and not r.zero]),
         *folded,
-        *(["<h2>Phases</h2>", comparison_table(phases, "phase (seconds)")] if phases else []),
+        *(
+            [
+                "<h2>Phases</h2>",
+                comparison_table(phases, "phase (seconds)"),
+                f'<p class="small">{esc(phase_rule(cmp))}.</p>',
+            ]
+            if phases
+            else []
+        ),
         *changes,
         "<h2>Per step, plotted</h2>",
         compare_plots(a, b, a_name, b_name),

@@ -166,6 +166,13 @@ def _comparison_table(title: str, rows: list[Row]) -> Table:
     return table
 
 
+def phase_rule(cmp: Comparison) -> str:
+    return (
+        f"a phase counts as worse past {cmp.threshold:.2f}x and {cmp.phase_floor:g} s longer; the denoise phase is "
+        "the steps, judged per step"
+    )
+
+
 def differences_lines(cmp: Comparison) -> list[str]:
     """What differs between the runs, kind by kind (arguments, versions, machine): the first place to look."""
     lines = []
@@ -197,6 +204,7 @@ def render_comparison(cmp: Comparison, console: Console, a: str, b: str) -> None
     phases = [r for r in cmp.phases if not r.unmeasured]
     if phases:
         console.print(_comparison_table("phases", phases))
+        console.print(Text(phase_rule(cmp), style="dim"), soft_wrap=True)
     for label, rows in (
         ("none in either run", [r for r in cmp.rows if r.zero]),
         ("not measured in either run", [r for r in cmp.rows if r.unmeasured]),

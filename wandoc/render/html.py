@@ -57,6 +57,8 @@ white-space:nowrap}
 background:#fee2e2;margin-left:6px}
 .rule{color:var(--muted);font-size:12px}
 table.checklist td:first-child{width:28px;text-align:center;font-weight:700}
+table.checklist td:nth-child(2){white-space:nowrap}table.checklist td:last-child a{white-space:nowrap}
+table.checklist td:last-child{width:26%}
 .mark.passed{color:var(--ok)}.mark.not_checked{color:var(--muted)}.mark.error{color:var(--err)}
 .mark.warning{color:var(--warn)}.mark.info{color:var(--info)}.msg{margin-top:2px}.where{white-space:nowrap}
 dl.ev{margin:6px 0 0;display:grid;grid-template-columns:max-content 1fr;gap:0 10px;font-size:12.5px}
