@@ -194,13 +194,16 @@ def test_evidence_is_in_human_units_in_text_and_raw_in_json(capsys: pytest.Captu
     path = tmp_path / "facts.json"
     path.write_text(json.dumps(facts), encoding="utf-8")
     _, out, _ = run(["check", "--facts", str(path)], capsys)
+    _, page, _ = run(["check", "--facts", str(path), "--format", "html"], capsys)
     _, report = _json(["check", "--facts", str(path)], capsys)
     sized = [(f["rule"], k, v) for f in report["findings"] for k, v in f["evidence"].items() if k.endswith("_bytes")]
     assert sized, "the laptop's findings cite sizes"
+    shown = dict(re.findall(r"<dt>([^<]*_bytes)</dt><dd>([^<]*)</dd>", page))  # the page's evidence rows
     for _, key, value in sized:
         assert isinstance(value, int | float | list)  # the JSON keeps the number
         if isinstance(value, int) and value >= 2**30:
             assert f"{key}: {value}" not in out and re.search(rf"{key}: [\d.]+ GiB", out)
+            assert re.fullmatch(r"[\d.]+ GiB", shown[key]), (key, shown.get(key))
 
 
 # facts fields that hold a size: named with "bytes" (memory_free_bytes, dit_bytes_on_disk), and the estimate's
