@@ -53,6 +53,7 @@ def test_a_nargs_bomb_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[st
         {
             "generate.py": "import argparse\np = argparse.ArgumentParser()\n"
             "p.add_argument('--bomb', nargs=300000000)\np.add_argument('--task', default='t2v-A14B')\n"
+            "p.add_argument('--ckpt_dir')\n"
             "args = p.parse_args()\n",
             "wan/__init__.py": "",
         },

@@ -84,3 +84,69 @@ def test_step_time_leaves_out_the_inspected_steps() -> None:
         step.deep, step.seconds = True, 1.5
     rows = {r.metric: r for r in compare(a, b).rows}
     assert rows["s/step"].b == 0.5 and not rows["s/step"].worse
+
+
+def _run(seconds: float, decode: float = 2.0, **run: object) -> Report:
+    r = report(seconds, util=None)
+    r.summary.phases = {"load": 5.0, "encode": 1.0, "denoise": seconds * 5, "decode": decode, "save": 0.2}
+    r.run = r.run.model_copy(update={"device": "cuda:0", "gpu_name": "NVIDIA H100", "torch_version": "2.6.0+cu124",
+                                     "wandoc_version": "0.1.0", "driver_version": "550.54", "args": {"steps": 5},
+                                     **run})  # fmt: skip
+    return r
+
+
+def test_worse_says_why_starting_with_what_differs() -> None:
+    a = _run(0.5)
+    b = _run(0.9, torch_version="2.9.0+cu128", args={"steps": 5, "offload": True})
+    cmp = compare(a, b)
+    assert cmp.regressed and cmp.why()[0].startswith("s/step 0.500 s → 0.900 s (1.80x)")
+    assert [(d.kind, d.name, d.a, d.b) for d in cmp.differences] == [
+        ("arguments", "offload", "-", "True"), ("versions", "torch", "2.6.0+cu124", "2.9.0+cu128")
+    ]  # fmt: skip
+    assert "machine" in cmp.same and "NVIDIA H100" in cmp.same["machine"]
+    text = _printed(cmp)
+    assert text.index("B is worse") < text.index("arguments: offload - → True") < text.index("per step")
+    assert "versions: torch 2.6.0+cu124 → 2.9.0+cu128" in text and "machine: the same" in text
+
+
+def test_a_decode_twice_as_slow_shows() -> None:
+    cmp = compare(_run(0.5, decode=30.0), _run(0.5, decode=60.0))
+    decode = next(r for r in cmp.phases if r.metric == "decode phase")
+    assert decode.worse and decode.ratio == pytest.approx(2.0) and cmp.regressed
+    assert "the decode phase 30.0 s → 60.0 s (2.00x)" in cmp.why()
+    assert not any(r.metric == "denoise phase" for r in cmp.phases)  # the steps are judged per step
+    # twice a blink is no regression
+    assert not compare(_run(0.5, decode=0.01), _run(0.5, decode=0.02)).regressed
+
+
+def _printed(cmp) -> str:
+    import io
+
+    from rich.console import Console
+
+    from wanrun.report_view import render_comparison
+
+    console = Console(file=io.StringIO(), width=120)
+    render_comparison(cmp, console, "a.json", "b.json")
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_rows_nothing_was_measured_in_are_folded_not_printed_as_zero() -> None:
+    text = _printed(compare(_run(0.5), _run(0.5)))  # H2D 0 in both; D2H, casts, VRAM, GPU use never read
+    assert not any(line.startswith(("H2D", "D2H", "VRAM", "GPU use")) or "0 B │" in line for line in text.splitlines())
+    assert "none in either run: H2D bytes/step\n" in text
+    assert "not measured in either run: D2H bytes/step, copies/step," in text and text.count("VRAM peak") == 1
+    assert "nothing got worse" in text
+
+
+def test_one_median_for_report_compare_and_bisect() -> None:
+    """`wanrun report`, `wanrun compare`, the summary and `wandoc bisect` give one median step time."""
+    from wandoc.judge import _median_step
+    from wanrun.report_view import headline
+
+    r = report(0.5)
+    r.steps[3].seconds = 0.9  # plain steps 2, 3, 4: 0.5, 0.9, 0.5; all five: 0.75, 0.5, 0.5, 0.9, 0.5
+    row = next(x for x in compare(r, r).rows if x.metric == "s/step")
+    assert row.a == 0.5
+    assert "median 0.500 s/step (of 3 steps not inspected)" in headline(r)
+    assert _median_step(json.loads(r.to_json())) == 0.5

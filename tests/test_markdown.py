@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from clirun import run_wandoc as run
 
+from wandoc.checklist import checklist
 from wandoc.engine import Finding
 from wandoc.facts import Facts
 from wandoc.render.markdown import code, render_check_markdown, text
@@ -40,7 +41,7 @@ def test_markdown_groups_findings_with_evidence_and_the_fix_for_the_shell(
     areas = [line for line in lines if line.startswith("#### ")]
     assert areas[:2] == ["#### Attention kernels", "#### GPU and driver"]  # the area of the worst finding first
     assert "**✖ error: The run needs more VRAM than the GPU has free** `GPU-MODEL-EXCEEDS-FREE-VRAM`" in lines
-    assert any(line.startswith("- evidence: peak_vram `") for line in lines)
+    assert any(line.startswith("- evidence: peak_vram_bytes `59.4 GiB`") for line in lines)  # sizes in GiB
     fence = lines.index("  ```powershell")  # the fix command, for the shell the facts recorded
     assert lines[fence + 1].startswith("  nvidia-smi --query-compute-apps") and lines[fence + 2] == "  ```"
     assert re.search(r"^\*\*2 errors, \d+ warnings, \d+ notes\*\* from \d+ rules over facts recorded in", out, re.M)
@@ -71,16 +72,18 @@ def test_every_format_gives_the_same_exit_code(
     assert len(set(codes.values())) == 1, codes
 
 
-def test_a_clean_machine_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    out = render_check_markdown([], facts=Facts(), rules_evaluated=3, seen=["platform"], unseen=[], source="x",
+def test_a_clean_machine_says_so_and_what_was_not_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    facts = Facts()
+    out = render_check_markdown([], facts=facts, rules_evaluated=3, checklist=checklist(facts, [], {}), source="x",
                                 shell="bash")  # fmt: skip
-    assert out.startswith("### wandoc check: 0 errors, 0 warnings, 0 notes\n\nNo findings.\n")
-    assert "- not checked" not in out and "| judged | x |" in out
+    assert out.startswith("### wandoc check: 0 errors, 0 warnings, 0 notes\n\n- ✓ **Environment variables**")
+    assert "- ○ **GPUs (NVML)**: not checked: NVML not available" in out  # the checklist, one line per area
+    assert "No findings in what was checked" in out and "| judged | x |" in out
 
 
 def test_a_fix_without_a_command_is_prose_alone() -> None:
     finding = Finding(rule="R-X", severity="warning", title="t", message="m", fix="Do the thing.", area="ENV")
-    out = render_check_markdown([finding], facts=Facts(), rules_evaluated=1, seen=[], unseen=[], source="s",
+    out = render_check_markdown([finding], facts=Facts(), rules_evaluated=1, checklist=[], source="s",
                                 shell="cmd")  # fmt: skip
     assert "- fix: Do the thing." in out and "```" not in out
 

@@ -64,8 +64,11 @@ def test_a_second_run_imports_its_own_commit(runnable: RunnableRepo, tmp_path: P
     for name, repo in (("fast", fast), ("slow", slow)):
         code = wanrun("generate", "--repo", str(repo), "-q", "--report", str(tmp_path / f"{name}.json"), "--",
                       *runnable.args("--size", "128*128", steps=4))  # fmt: skip
-        assert code == 0, capsys.readouterr().out
+        # the slow commit's attention is an error before launch (ATTN-SDPA-MATH-ONLY): the run's exit says so
+        assert code == (1 if name == "slow" else 0), capsys.readouterr().out
     a, b = load(tmp_path / "fast.json"), load(tmp_path / "slow.json")
+    assert not [f for f in a.verdict if f.severity == "error"]
+    assert {f.rule for f in b.doctor if f.severity == "error"} >= {"ATTN-SDPA-MATH-ONLY"}
     # each run imported its own checkout's files (a stale `wan` from the first run would import nothing)
     for report, ref in ((a, runnable.fast), (b, runnable.slow_attention)):
         assert "wan/modules/attention.py" in report.run.args["imported"]
@@ -334,3 +337,24 @@ def test_a_compiled_denoiser_runs_under_the_guards(runnable: RunnableRepo, tmp_p
     assert [s.forwards for s in report.steps] == [2, 2, 2] and report.run.compiled
     assert report.steps[0].compiles and report.steps[0].compiles >= 1
     assert report.summary.error is None
+
+
+def test_the_doctors_findings_count_in_the_runs_verdict(runnable: RunnableRepo, tmp_path: Path, capsys) -> None:
+    """A checkout whose attention the doctor calls an error before launch: the run's counts, exit code and
+    `wanrun report` say so (it used to end "0 errors" and exit 0), and --fail-on is respected."""
+    slow = runnable.checkout_at(runnable.slow_attention, tmp_path / "slow")
+    args = ["generate", "--repo", str(slow), "--report", str(tmp_path / "r.json")]
+    code = wanrun(*args, "--", *runnable.args("--size", "128*128", steps=2))
+    out = capsys.readouterr().out
+    assert code == 1, out
+    report = load(tmp_path / "r.json")
+    errors = [f for f in report.verdict if f.severity == "error"]
+    assert errors and all(f in report.doctor for f in errors)  # the guards found no error: the doctor did
+    counts = next(line for line in out.splitlines() if line.startswith(f"{len(errors)} error"))
+    assert "before launch" in counts and "0 errors" not in out
+    code = wanrun(*args, "--fail-on", "never", "-q", "--", *runnable.args("--size", "128*128", steps=2))
+    assert code == 0, capsys.readouterr().out
+    assert wanrun("report", str(tmp_path / "r.json")) == 0
+    shown = capsys.readouterr().out
+    assert "Before launch (wandoc check)" in shown and "ATTN-SDPA-MATH-ONLY" in shown
+    assert f"{len(errors)} error" in shown and "before launch" in shown

@@ -129,7 +129,7 @@ def test_sigterm_then_quick_ctrl_c_end_the_run_with_the_whole_report(tmp_path: P
     must not break the report the first signal asked for. During the run the file already holds the steps judged
     so far, marked partial. (SIGHUP takes the same path: test_the_console_close_event_stops_the_run_like_a_signal.)"""
     proc, out = generate(tmp_path, *BUILTIN)
-    out.wait_for("step 4/")
+    out.wait_for(" 4/400 done")
     during = summary(tmp_path / "r.json")
     assert during["partial"] is True and during["ended_by"] is None and during["steps"] >= 2
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGINT):
@@ -145,7 +145,7 @@ def test_sigterm_then_quick_ctrl_c_end_the_run_with_the_whole_report(tmp_path: P
 
 def test_sigkill_loses_at_most_the_step_in_flight(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     proc, out = generate(tmp_path, *BUILTIN)
-    out.wait_for("step 8/")
+    out.wait_for(" 8/400 done")
     proc.send_signal(signal.SIGKILL)
     assert finish(proc) == -signal.SIGKILL
     report = tmp_path / "r.json"
@@ -338,6 +338,9 @@ import time
 
 from wanrun.ending import Ending, StopRequest
 
+# as a run started from a terminal has it: under nohup (CI, a background job) SIGHUP comes in ignored, and the
+# run rightly leaves an ignored signal alone
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 with Ending():  # a closed terminal
     try:
         os.kill(os.getpid(), signal.SIGHUP)
@@ -376,6 +379,31 @@ def test_the_console_close_event_stops_the_run_like_a_signal(tmp_path: Path) -> 
         "Ctrl-C left to Python's signals: True saved in haste: []",
         "import-safe",
     ]
+
+
+NOHUP = """\
+import os
+import signal
+import time
+
+from wanrun.ending import Ending
+
+signal.signal(signal.SIGHUP, signal.SIG_IGN)  # started under nohup
+with Ending():
+    os.kill(os.getpid(), signal.SIGHUP)  # the terminal closes
+    time.sleep(0.3)
+    print("still running", flush=True)
+print("still ignored:", signal.getsignal(signal.SIGHUP) is signal.SIG_IGN)
+"""
+
+
+def test_a_run_started_under_nohup_outlives_its_terminal() -> None:
+    """SIGHUP that came in ignored stays ignored: the user asked for the run to survive a closed terminal."""
+    from limits import LIGHT_MEMORY, run_limited
+
+    proc = run_limited([sys.executable, "-c", NOHUP], timeout=60, memory=LIGHT_MEMORY)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["still running", "still ignored: True"]
 
 
 def test_rank_zero_waits_for_a_rank_whose_part_is_still_a_checkpoint(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,11 +188,22 @@ def test_live_view_on_a_terminal_and_in_a_log() -> None:
             view.on_finding(finding)
             view.on_step(steps[1])
             assert view.status(steps[1]) == (
-                "step 2/4  0.500 s/step  ETA 0:01  H2D 5.0 MB/step (step 0)  cast 0.0 MB/step  CPU ops 0"
+                "step 1 · 2/4 done · 0.500 s · ETA 0:01 at 0.500 s/step (median) · H2D 5.0 MB/step (step 0) · "
+                "cast 0.0 MB/step · CPU ops 0"
             )
         text = buffer.getvalue()
         assert "Heavy compute runs on the CPU" in text and "blocks.3.ffn.0" in text and "Move the denoiser" in text
-    assert "step 1/4" in text and "[inspected]" in text
+    # steps are numbered from 0 as in the findings and the report; the progress is a count done beside it
+    assert "step 0 · 1/4 done" in text and "inspected" in text and "(step 0, blocks.3.ffn.0)" in text
+
+
+def test_the_live_line_shows_the_steps_own_time() -> None:
+    """A slow step shows its own time, not a running median; the ETA says it uses the median."""
+    view = LiveView(Console(file=io.StringIO(), color_system=None), total=8, gpu=False)
+    for i, seconds in enumerate((0.5, 0.5, 0.5, 4.0)):
+        view.on_step(StepMetrics(index=i, seconds=seconds))
+    line = view.status(StepMetrics(index=3, seconds=4.0))
+    assert line.startswith("step 3 · 4/8 done · 4.000 s · ETA 0:02 at 0.500 s/step (median)")
 
 
 def test_compare_says_what_got_worse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -240,3 +252,47 @@ def test_the_cpu_demo_shows_the_fp32_regression_and_refuses_the_gpu_ones(
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "only on a GPU" in err and flag[0] in err
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_the_run_says_what_to_expect_before_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert wanrun("generate", "--steps", "2", "--out", "c.npy") == 0
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith("demo on cpu: 2 steps x 2 forwards of 32 tokens through 36M parameters: about ")
+    assert "expect about" in out.split("step 0 ·")[0]  # said before step 0 ends, not after
+    assert wanrun("generate", "--steps", "2", "--out", "c.npy", "--quiet") == 0
+    assert "expect about" not in capsys.readouterr().out
+
+
+def test_the_wan_1_3b_shape_on_a_cpu_is_hours() -> None:
+    """The README's wan-1.3b example, sized before anything is built: the user learns it is a GPU job."""
+    import torch
+
+    from wanrun.pipeline.config import PipelineConfig, model_summary
+    from wanrun.run_length import expected_length
+
+    cfg = PipelineConfig(preset="wan-1.3b", steps=20)
+    shape = model_summary(cfg)
+    assert shape["tokens"] == 32_760 and 2e14 < shape["flops_per_step"] / 2 < 4e14  # ~0.3 PFLOP a forward
+    line = expected_length(shape, torch.device("cpu"), "fp32")
+    assert line.startswith("20 steps x 2 forwards of 32,760 tokens through 1.4B parameters")
+    assert re.search(r"expect about \d+ h", line), line
+
+
+def test_the_summary_prints_no_rows_of_zeros() -> None:
+    """A CPU run cannot measure copies or syncs, and a figure zero on every inspected step is one line, not a
+    row of 0 B; what was measured keeps its row."""
+    from wandoc.metrics import RunInfo, Summary
+    from wanrun.report_view import render
+
+    steps = [StepMetrics(index=i, seconds=0.3, deep=i < 2, cast_bytes=5 << 20 if i < 2 else None,
+                         repeated_cast_bytes=0 if i < 2 else None, h2d_bytes=0 if i < 2 else None)
+             for i in range(4)]  # fmt: skip
+    buffer = io.StringIO()
+    summary = Summary(steps=4, cast_bytes_total=10 << 20)
+    render(Report(run=RunInfo(device="cpu"), steps=steps, summary=summary), Console(file=buffer, width=120))
+    text = buffer.getvalue()
+    assert "casts (inspected)" in text and "5.0 MiB" in text
+    assert "host→device (inspected)" not in text and "0 B" not in text
+    assert "none in the inspected steps: repeated" in text
+    assert "a CPU run measures none of: host→device, of it weights, device→host, syncs, heavy ops on CPU" in text

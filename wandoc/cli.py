@@ -19,7 +19,9 @@ from typing import Annotated, NoReturn
 import typer
 
 from wandoc import __version__
+from wandoc.cli_common import HELP_OPTIONS, run, show_switches_as_switches, version_option
 
+show_switches_as_switches()
 app = typer.Typer(
     name="wandoc",
     help=(
@@ -36,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings=HELP_OPTIONS,
 )
 rules_app = typer.Typer(help="Write and test rule files.", no_args_is_help=True, add_completion=False)
 app.add_typer(rules_app, name="rules")
@@ -91,17 +94,21 @@ def _rules(extra: list[Path] | None, disabled: list[str], checked: tuple[str, ..
 
 RulesOpt = Annotated[
     list[Path] | None,
-    typer.Option("--rules", help="Extra rule file or folder (repeatable); a rule with a shipped id replaces it."),
+    typer.Option(
+        "--rules", metavar="PATH", help="Extra rule file or folder (repeatable); a rule with a shipped id replaces it."
+    ),
 ]
 RepoOpt = Annotated[
-    Path | None, typer.Option("--repo", help="The Wan checkout (default: this folder, when it is one).")
+    Path | None, typer.Option("--repo", metavar="DIR", help="The Wan checkout (default: this folder, when it is one).")
 ]
-ScriptOpt = Annotated[str, typer.Option("--script", help="The entry script inside the checkout.")]
+ScriptOpt = Annotated[str, typer.Option("--script", metavar="FILE", help="The entry script inside the checkout.")]
 CkptOpt = Annotated[
-    Path | None, typer.Option("--ckpt-dir", help="Checkpoint folder (default: the --ckpt_dir given after --).")
+    Path | None,
+    typer.Option("--ckpt-dir", metavar="DIR", help="Checkpoint folder (default: the --ckpt_dir given after --)."),
 ]
 CompareOpt = Annotated[
-    str | None, typer.Option("--compare", help="A git ref to compare the checkout with (nothing is checked out).")
+    str | None,
+    typer.Option("--compare", metavar="REF", help="A git ref to compare the checkout with (nothing is checked out)."),
 ]
 DeepOpt = Annotated[
     bool,
@@ -144,7 +151,7 @@ def _check_user_input(facts, req) -> None:
             fail(f"--compare {req.compare}: {facts.git.compare_error}")
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def check(
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
@@ -152,7 +159,10 @@ def check(
     compare: CompareOpt = None,
     rules: RulesOpt = None,
     facts_file: Annotated[
-        Path | None, typer.Option("--facts", help="Judge recorded facts (from `wandoc facts`) instead of this machine.")
+        Path | None,
+        typer.Option(
+            "--facts", metavar="FILE", help="Judge recorded facts (from `wandoc facts`) instead of this machine."
+        ),
     ] = None,
     fmt: Annotated[
         Format,
@@ -165,6 +175,9 @@ def check(
         Shell | None, typer.Option("--shell", help="Write fixes for this shell (default: detected).")
     ] = None,
     deep: DeepOpt = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show what each check saw, the passed ones too.")
+    ] = False,
 ) -> None:
     """Judge this machine and a Wan checkout before launch.
 
@@ -173,11 +186,10 @@ def check(
 
     Nothing of your checkout or environment is changed, and no file is written.
     """
-    from rich.console import Console
-
-    from wandoc.collect import collect, coverage, load_facts_file
+    from wandoc.checklist import checklist, conditions_of, coverage
+    from wandoc.collect import collect, load_facts_file
     from wandoc.engine import at_or_above, evaluate
-    from wandoc.render.text import comparison_lines, print_check
+    from wandoc.render.text import comparison_lines, make_console, print_check
 
     settings = _settings()
     if facts_file is not None:
@@ -199,7 +211,7 @@ def check(
     chosen_shell = (shell.value if shell else None) or settings.shell or facts.platform.shell or "bash"
     findings = evaluate(rule_list, facts.as_tree(), scope_kind="facts", shell=chosen_shell)
     n_rules = sum(1 for r in rule_list if r.scope == "facts")
-    seen, unseen = coverage(facts)
+    items = checklist(facts, findings, conditions_of(rule_list))
     level = (fail_on.value if fail_on else None) or settings.fail_on
     if fmt is Format.json:
         out = {
@@ -207,7 +219,12 @@ def check(
             "findings": [f.model_dump(exclude={"step", "module"}) for f in findings],
             "facts": facts.as_tree(),
             "rules": {"evaluated": n_rules, "files": sorted({r.source for r in rule_list if r.scope == "facts"})},
-            "summary": {"checked": seen, "not_checked": unseen, "shell": chosen_shell, "fail_on": level},
+            "summary": {
+                **dict(zip(("checked", "not_checked"), coverage(items, facts.probe_errors), strict=True)),
+                "checklist": [item.model_dump() for item in items],
+                "shell": chosen_shell,
+                "fail_on": level,
+            },
         }
         typer.echo(json.dumps(out, indent=2, default=str))
     elif fmt in (Format.markdown, Format.html):  # renderers imported here: text and json runs never load them
@@ -215,18 +232,18 @@ def check(
             from wandoc.render.html import render_check_html as render_page
         else:
             from wandoc.render.markdown import render_check_markdown as render_page
-        page = render_page(findings, facts=facts, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
+        page = render_page(findings, facts=facts, rules_evaluated=n_rules, checklist=items, source=source,
                            shell=chosen_shell)  # fmt: skip
         from wandoc.render.text import safe
 
         typer.echo(safe(page, markup=False), nl=False)
     else:
-        print_check(Console(), findings, rules_evaluated=n_rules, seen=seen, unseen=unseen, source=source,
-                    comparison=comparison_lines(facts.git))  # fmt: skip
+        print_check(make_console(), findings, rules_evaluated=n_rules, checklist=items, probe_errors=facts.probe_errors,
+                    source=source, comparison=comparison_lines(facts.git), verbose=verbose)  # fmt: skip
     raise typer.Exit(1 if at_or_above(findings, level) else 0)
 
 
-@app.command(context_settings={"help_option_names": ["-h", "--help"]})
+@app.command()
 def facts(
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
@@ -243,7 +260,7 @@ def facts(
     typer.echo(json.dumps(result.as_tree(), indent=2, default=str))
 
 
-@app.command("bisect", context_settings={"help_option_names": ["-h", "--help"]})
+@app.command("bisect")
 def bisect_cmd(
     good: Annotated[
         str | None, typer.Option("--good", metavar="REF", help="A commit or branch where the run was fast.")
@@ -259,11 +276,14 @@ def bisect_cmd(
     repo: RepoOpt = None,
     script: ScriptOpt = "generate.py",
     steps: Annotated[
-        int | None, typer.Option("--steps", help="Sampling steps of each test run (sets the run's --sample_steps).")
+        int | None,
+        typer.Option("--steps", metavar="N", help="Sampling steps of each test run (sets the run's --sample_steps)."),
     ] = None,
     threshold: Annotated[
         float | None,
-        typer.Option("--threshold", help="A per-step median this many times the good ref's is bad (default 1.10)."),
+        typer.Option(
+            "--threshold", metavar="X", help="A per-step median this many times the good ref's is bad (default 1.10)."
+        ),
     ] = None,
 ) -> None:
     """Find the commit that made the run slow: git bisect, each commit judged by a short guarded run.
@@ -335,32 +355,29 @@ def bisect_cmd(
 @rules_app.command("list")
 def rules_list(rules: RulesOpt = None) -> None:
     """List every rule: id, severity, scope and title."""
-    from rich.console import Console
     from rich.table import Table
 
-    from wandoc.render.text import safe
+    from wandoc.render.text import make_console, safe
 
     settings = _settings()
     table = Table("id", "severity", "scope", "title", box=None, header_style="bold")
     for r in sorted(_rules([*settings.rules_dirs, *(rules or [])], []), key=lambda r: r.id):
         off = " (disabled)" if r.id in settings.disabled_rules else ""
         table.add_row(r.id, r.severity, r.scope, safe(r.title + off))
-    Console().print(table)
+    make_console().print(table)
 
 
 @rules_app.command("show")
 def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: RulesOpt = None) -> None:
     """Show one rule: what it checks, why, the fix, and its examples."""
-    from rich.console import Console
-
-    from wandoc.render.text import safe
+    from wandoc.render.text import make_console, safe
 
     settings = _settings()
     found = [r for r in _rules([*settings.rules_dirs, *(rules or [])], []) if r.id == rule_id.upper()]
     if not found:
         fail(f"no rule {rule_id!r}; `wandoc rules list` shows them all")
     r = found[0]
-    c = Console(highlight=False)  # rich's highlighter takes quadratic time on a long line
+    c = make_console()  # no highlighter: rich's takes quadratic time on a long line
     c.print(f"[bold]{r.id}[/bold]  {r.severity}  ({r.scope})  [dim]{safe(r.source)}[/dim]")
     c.print(safe(r.title))
     if r.explain:
@@ -379,8 +396,12 @@ def rules_show(rule_id: Annotated[str, typer.Argument(metavar="ID")], rules: Rul
 
 
 @rules_app.command("test")
-def rules_test(files: Annotated[list[Path] | None, typer.Argument(help="Rule files or folders (default: all).")] = None,
-               rules: RulesOpt = None) -> None:  # fmt: skip
+def rules_test(
+    files: Annotated[
+        list[Path] | None, typer.Argument(metavar="[FILE]...", help="Rule files or folders (default: all).")
+    ] = None,
+    rules: RulesOpt = None,
+) -> None:
     """Run rules' own examples, and check that every path they read exists in the facts schema."""
     from wandoc import rulebook
     from wandoc.engine import RuleFileError, load_rules
@@ -456,7 +477,7 @@ gpus = [{{ index = 0, name = "NVIDIA GeForce RTX 3090", memory_free_bytes = 2000
 @rules_app.command("new")
 def rules_new(
     rule_id: Annotated[str, typer.Argument(metavar="ID", help="AREA-NAME in capitals, e.g. CODE-MY-REGRESSION.")],
-    directory: Annotated[Path, typer.Option("--dir", help="Where to write ID.toml.")] = Path("."),
+    directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="Where to write ID.toml.")] = Path("."),
     from_commit: Annotated[
         str | None,
         typer.Option(
@@ -522,18 +543,8 @@ def _write_new(path: Path, text: str) -> None:
         fail(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"wandoc {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
+def _root(version: Annotated[bool, version_option("wandoc", __version__)] = False) -> None:
     """Find what will make a Wan video generation slow, before you launch it."""
 
 
@@ -556,12 +567,13 @@ def main(argv: list[str] | None = None) -> None:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        app(args=args, prog_name="wandoc")
+        code = run(app, args, "wandoc", lambda line: typer.echo(f"wandoc: {line}", err=True))
     finally:
         if argv is None:
             gc.freeze()
         elif collecting:
             gc.enable()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -60,16 +60,18 @@ def _safe(name: str, errors: list[str], fn: Callable[[], T], fallback: Callable[
 
 
 def _ckpt_dir(req: Request, repo: RepoFacts) -> Path | None:
-    """--ckpt-dir, else the --ckpt_dir the run will get (relative to the checkout, as generate.py runs there)."""
+    """--ckpt-dir, else the --ckpt_dir the run will get: relative to the checkout, as generate.py runs there (or
+    to this folder, where the user may have meant it), and the checkout's when it is in neither."""
     if req.ckpt_dir is not None:
         return req.ckpt_dir
     value = repo.effective.get("ckpt_dir")
     if not isinstance(value, str) or not value:
         return None
     p = Path(value)
-    if not p.is_absolute() and repo.path and (Path(repo.path) / p).exists():
-        return Path(repo.path) / p
-    return p
+    if p.is_absolute() or not repo.path:
+        return p
+    in_checkout = Path(repo.path) / p
+    return p if p.exists() and not in_checkout.exists() else in_checkout
 
 
 def _storage(ckpt: CheckpointFacts, sample: bool) -> StorageFacts:
@@ -120,7 +122,7 @@ def collect(req: Request, meanwhile: Callable[[], object] | None = None) -> Fact
         if ckpt.found:
             ckpt.storage = _safe("storage", errors, lambda: _storage(ckpt, req.deep), StorageFacts)
         if ckpt_dir is not None and req.ckpt_dir is None:
-            ckpt.given = False  # found through the run's own --ckpt_dir, not named by the user
+            ckpt.from_args = True  # the run's own --ckpt_dir: a folder it lacks stops the run as surely
         torch = f_torch.result()
         if f_deep is not None and (deep := f_deep.result()) is not None:
             torch.deep = deep
@@ -142,49 +144,6 @@ def collect(req: Request, meanwhile: Callable[[], object] | None = None) -> Fact
     facts.parallel = _safe("parallel", errors, lambda: probe_parallel(env, facts.repo, facts.nvml), ParallelFacts)
     facts.probe_errors = errors
     return facts
-
-
-def coverage(facts: Facts) -> tuple[list[str], list[str]]:
-    """What the facts could see and what they could not, so a clean report never overclaims."""
-    seen: list[str] = ["environment", "platform"]
-    unseen: list[str] = []
-    if facts.system.error:
-        unseen.append(f"RAM and swap ({facts.system.error})")
-    else:
-        seen.append("RAM and swap")
-    if facts.nvml.available:
-        seen.append(f"{facts.nvml.gpu_count} GPU(s) through NVML")
-    else:
-        unseen.append(f"GPUs ({facts.nvml.error or 'NVML not available'})")
-    if facts.torch.installed:
-        seen.append("torch build")
-    if facts.torch.deep.ran:
-        seen.append("torch import and a GPU matmul (--deep)")
-    else:
-        unseen.append("torch import and CUDA at run time (add --deep)")
-    if facts.repo.found and facts.repo.call_graph.entry:
-        seen.append(f"the code of {facts.repo.path} that {facts.repo.call_graph.entry} runs")
-    elif facts.repo.found:
-        unseen.append(f"the code of {facts.repo.path} (no entry script found: name it with --script)")
-    elif facts.repo.given:
-        unseen.append(f"the checkout ({facts.repo.error})")
-    else:
-        unseen.append("a Wan checkout (none here; use --repo)")
-    if facts.checkpoints.found:
-        seen.append(f"{len(facts.checkpoints.files)} checkpoint file(s)")
-    elif facts.checkpoints.dir:
-        unseen.append(f"checkpoints ({facts.checkpoints.error or 'none found'})")
-    else:
-        unseen.append("checkpoints (use --ckpt-dir)")
-    if facts.parallel.world_size is not None:
-        seen.append(f"world size {facts.parallel.world_size} ({facts.parallel.world_size_from})")
-    elif facts.parallel.requested:
-        why = facts.parallel.error or "WORLD_SIZE is not set: run the doctor under torchrun, or export WORLD_SIZE=N"
-        unseen.append(f"the number of processes for the multi-GPU arguments ({why})")
-    if facts.git.compare_ref and not facts.git.compare_error:
-        seen.append(f"differences against {facts.git.compare_ref}")
-    unseen.extend(f"probe failed: {e}" for e in facts.probe_errors)
-    return seen, unseen
 
 
 def load_facts_file(path: Path) -> Facts:

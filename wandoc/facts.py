@@ -455,7 +455,10 @@ class StorageFacts(_Facts):
 
 class CheckpointFacts(_Facts):
     dir: str = ""
-    given: bool = False
+    given: bool = Field(False, description="a folder was named: --ckpt-dir, or the run's own --ckpt_dir after --")
+    from_args: bool = Field(
+        False, description="the folder is the run's own --ckpt_dir (after --), found relative to the checkout"
+    )
     found: bool = False
     error: str | None = None
     files: list[CheckpointFile] = Field(default_factory=_empty_list)

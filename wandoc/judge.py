@@ -9,9 +9,7 @@ when B got worse than A (a per-step median past the threshold, or findings A lac
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -20,6 +18,7 @@ from typing import Any
 
 from wandoc.bisect import Candidate, Judgement, Verdict
 from wandoc.bounded import FileRefused, load_json
+from wandoc.metrics import step_median
 
 # -P: the runs start in the checkout, whose own modules (a wanrun/, rich.py, json.py) must not shadow the
 # runner's; the runner puts the script's folder on the path itself, as python generate.py would
@@ -30,11 +29,6 @@ EXIT_INTERRUPTED = 130
 STOP_GRACE_S = 5.0
 PARENT_FD_ENV = "WANRUN_PARENT_FD"  # wanrun's contract: the read end of a pipe from the parent (wanrun.ending)
 LOG_TAIL = 64 << 10
-
-
-def _measured(value: object) -> bool:
-    """A step time a median can use (``wanrun compare`` leaves NaN, infinite and negative ones out too)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def with_steps(args: Sequence[str], steps: int | None) -> list[str]:
@@ -104,18 +98,18 @@ def _tail(log: Path, limit: int = LOG_TAIL) -> str:
 
 
 def _median_step(report: dict[str, Any]) -> float | None:
-    """The median step time as ``wanrun compare`` reads it: of the steps not inspected op by op, when any."""
+    """The median step time as ``wanrun compare`` reads it (``wandoc.metrics.step_median``), from the JSON."""
     steps = report.get("steps")
-    timed = [s for s in steps if isinstance(s, dict) and _measured(s.get("seconds"))] if (
+    timed = [(s.get("seconds"), bool(s.get("deep"))) for s in steps if isinstance(s, dict)] if (
         isinstance(steps, list)
     ) else []  # fmt: skip
-    values = [s["seconds"] for s in timed if not s.get("deep")] or [s["seconds"] for s in timed]
-    return statistics.median(values) if values else None
+    return step_median(timed)[0]
 
 
 def _rules(report: dict[str, Any]) -> set[str]:
-    found = report.get("findings")
-    return {f["rule"] for f in found if isinstance(f, dict) and "rule" in f} if isinstance(found, list) else set()
+    """The warnings and errors of a run, the doctor's included, as ``wanrun compare`` counts them."""
+    found = [f for key in ("doctor", "findings") if isinstance(report.get(key), list) for f in report[key]]
+    return {f["rule"] for f in found if isinstance(f, dict) and "rule" in f and f.get("severity") != "info"}
 
 
 def summary(report: dict[str, Any], base: dict[str, Any] | None = None) -> str:

@@ -7,6 +7,9 @@ measures anything.
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +26,29 @@ INSPECTED_ONLY = (
     "weight_h2d_bytes", "cast_bytes", "cast_count", "repeated_cast_bytes", "repeated_casts", "activation_cast_bytes",
     "chosen_cast_bytes", "cpu_ops", "cpu_flops", "syncs", "attention", "attention_math_bytes", "inspect_seconds",
 )  # fmt: skip
+
+
+def step_median(timed: Iterable[tuple[object, bool]]) -> tuple[float | None, int, bool]:
+    """A run's time per step, the one definition the summary, ``wanrun report``, ``wanrun compare``, the live
+    line's ETA and ``wandoc bisect`` use: the median over the steps not inspected op by op (an inspected step also
+    pays for the inspection), or over every step when each one was inspected. ``timed`` holds (seconds, deep)
+    pairs; a time that is not a finite, non-negative number is a broken measurement and is left out.
+
+    Returns (the median or None, how many steps it is the median of, whether those are the plain steps)."""
+    ok = [
+        (float(s), deep)
+        for s, deep in timed
+        if isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) and s >= 0
+    ]
+    plain = [s for s, deep in ok if not deep]
+    values = plain or [s for s, _ in ok]
+    return (float(statistics.median(values)) if values else None), len(values), bool(plain)
+
+
+def median_basis(count: int, plain: bool) -> str:
+    """What a median of ``step_median`` is taken over, in words: "6 steps not inspected", "all 2 steps"."""
+    noun = f"step{'s' * (count != 1)}"
+    return f"{count} {noun} not inspected" if plain else f"all {count} {noun}, each inspected"
 
 
 PhaseName = Literal["load", "encode", "denoise", "decode", "save", "other"]
@@ -190,6 +216,11 @@ class StepMetrics(_M):
 class RunInfo(_M):
     """Facts about the run that runtime rules compare step metrics against."""
 
+    @property
+    def cpu_run(self) -> bool:
+        """A run on the CPU: no device memory, no host-device traffic, no GPU signals to measure."""
+        return bool(self.device) and not self.expects_gpu
+
     device: str = Field("", description="Device of the run: cuda, cuda:0, cpu.")
     expects_gpu: bool = Field(False, description="A GPU run: heavy ops on the CPU are findings.")
     gpu_name: str = Field("", description="Name of the run's GPU.")
@@ -226,6 +257,9 @@ class RunInfo(_M):
         description="The run's options (built-in pipeline) or the checkout, script and argv (--repo).",
     )
     torch_version: str = Field("", description="Version of torch the run used.")
+    wandoc_version: str = Field("", description="Version of wandoc/wanrun that guarded the run.")
+    driver_version: str = Field("", description="NVIDIA driver version, from NVML (empty: not read).")
+    cpu_model: str = Field("", description="The host's CPU model, e.g. AMD EPYC 9654 (empty: not read).")
 
 
 class StepHistory(_M):
@@ -253,7 +287,12 @@ class Phase(_M):
 class Summary(_M):
     steps: int = Field(0, description="Steps that ran.")
     seconds_total: float = Field(0.0, description="Wall time of the whole run, in seconds.")
-    median_step_seconds: float = Field(0.0, description="Median wall time of a step, in seconds.")
+    median_step_seconds: float = Field(
+        0.0,
+        description="Median wall time of a step, in seconds, over the steps not inspected op by op (an inspected "
+        "step also pays for the inspection); over every step when each one was inspected. wanrun compare and "
+        "wanrun report use the same definition (reports of schema /1 took the median over every step).",
+    )
     deep_steps: list[int] = Field(default_factory=list, description="Steps inspected op by op.")
     h2d_bytes_total: int = Field(0, description="Host-to-device bytes over the inspected steps.")
     d2h_bytes_total: int = Field(0, description="Device-to-host bytes over the inspected steps.")
@@ -340,6 +379,12 @@ class Report(_M):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2)
+
+    @property
+    def verdict(self) -> list[Finding]:
+        """What the run's verdict, counts and exit code rest on: the doctor's findings before launch and the
+        guards' during the run."""
+        return [*self.doctor, *self.findings]
 
 
 # scope roots of runtime rules

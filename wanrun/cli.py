@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from typer.exceptions import TyperException
+from rich.text import Text
+
+from wandoc import __version__
+from wandoc.cli_common import HELP_OPTIONS, run, show_switches_as_switches, version_option
 
 if TYPE_CHECKING:
     from wandoc.engine import Finding
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 
 EXIT_FINDINGS, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
+show_switches_as_switches()
 app = typer.Typer(
     name="wanrun",
     help="Run Wan video generation under runtime guards that say, step by step, where the time goes.",
@@ -33,7 +37,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
+    context_settings=HELP_OPTIONS,
 )
+
+
+@app.callback()
+def _root(version: Annotated[bool, version_option("wanrun", __version__)] = False) -> None:
+    """Run Wan video generation under runtime guards that say, step by step, where the time goes."""
 
 
 class FailOn(StrEnum):
@@ -47,7 +57,9 @@ class UsageProblem(Exception):
 
 
 def _out() -> Console:
-    return Console(highlight=False)
+    from wandoc.render.text import make_console
+
+    return make_console()
 
 
 def _err(message: str) -> None:
@@ -314,12 +326,12 @@ def _finish(
         from wanrun.report_html import write_run_html
 
         try:
-            write_run_html(final, html)
+            write_run_html(final, html, title=keeper.path.name if keeper is not None else "")
         except OSError as exc:
             _bail(f"cannot write {html}: {exc.strerror or exc}")
     if quiet:
         steps, seconds = final.summary.steps, final.summary.seconds_total
-        console.print(f"{counts_line(final.findings)}; {steps} steps in {seconds:.1f} s")
+        console.print(f"{counts_line(final.verdict)}; {steps} steps in {seconds:.1f} s")
     else:
         console.print()
         render(final, console)
@@ -328,7 +340,7 @@ def _finish(
             console.print(f"[dim]{label}: {safe(path)}[/dim]", soft_wrap=True)
     if stop is not None:
         console.print(f"[red]stopped by --strict at step {stop.step}: {safe(stop.rule)}[/red] {safe(stop.message)}")
-    if code == 0 and at_or_above(final.findings, fail_on.value):
+    if code == 0 and at_or_above(final.verdict, fail_on.value):  # the doctor's findings count too
         code = EXIT_FINDINGS
     raise typer.Exit(code)
 
@@ -360,7 +372,14 @@ def _run(
         autocast_dtype=autocast,
         args=cfg.model_dump(mode="json"),
     )
-    view = LiveView(console, quiet=quiet, total=cfg.steps, gpu=torch.device(device).type != "cpu")
+    if not quiet:  # minutes may pass before step 0 ends (wan-1.3b on a CPU: hours): say what to expect first
+        from wandoc.render.text import print_indented
+        from wanrun.run_length import expected_length
+
+        line = f"{cfg.preset} on {device}: {expected_length(shape, torch.device(device), compute)}"
+        print_indented(console, Text(line, style="dim"), 4, first=0)
+    view = LiveView(console, quiet=quiet, total=cfg.steps, gpu=torch.device(device).type != "cpu",
+                    waiting="loading the model; step 0 comes next…")  # fmt: skip
     sampling: dict[str, Any] = {} if deep_every is None else {"deep_every": deep_every, "deep_budget": None}
     guard = Guard(device, rules, strict=strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
                   on_progress=keeper.checkpoint if keeper is not None else None, **sampling)  # fmt: skip
@@ -390,7 +409,9 @@ def _run(
 
 @app.command("report")
 def report_cmd(
-    file: Annotated[Path, typer.Argument(help="A report written by `wanrun generate --report FILE`.")],
+    file: Annotated[
+        Path, typer.Argument(metavar="REPORT.json", help="A report written by `wanrun generate --report FILE`.")
+    ],
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write the report as one self-contained HTML page, with plots.")
     ] = None,
@@ -425,8 +446,8 @@ def report_cmd(
 
 @app.command("compare")
 def compare_cmd(
-    a: Annotated[Path, typer.Argument(help="The baseline run report.")],
-    b: Annotated[Path, typer.Argument(help="The run to judge against it.")],
+    a: Annotated[Path, typer.Argument(metavar="A.json", help="The baseline run report.")],
+    b: Annotated[Path, typer.Argument(metavar="B.json", help="The run to judge against it.")],
     threshold: Annotated[
         float | None,
         typer.Option(help="A per-step median this many times worse counts (default: regress_threshold, 1.10)."),
@@ -485,15 +506,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tolerate_encoding()
     args = list(sys.argv[1:] if argv is None else argv) or ["--help"]
-    try:
-        code = app(args=args, prog_name="wanrun", standalone_mode=False)
-    except typer.Abort as exc:  # Ctrl-C (SIGTERM, SIGHUP) outside a run (which has its own report): one line
-        code = getattr(exc.__cause__, "exit_code", EXIT_INTERRUPTED)
-        _err(f"interrupted ({getattr(exc.__cause__, 'reason', 'SIGINT')})")
-    except TyperException as exc:  # an unknown option, a missing value, a bad choice
-        _err(exc.format_message().replace("Value error, ", ""))
-        code = EXIT_USAGE if exc.exit_code in (1, 2) else exc.exit_code
-    code = code if isinstance(code, int) else 0
+    code = run(app, args, "wanrun", _err)
     if argv is None:
         from wanrun.ending import stop_stragglers
 

@@ -69,8 +69,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from wandoc import __version__
 from wandoc.engine import Finding, Rule
-from wandoc.metrics import Phase, Report, RunInfo, StepHistory, StepMetrics, Summary
+from wandoc.metrics import Phase, Report, RunInfo, StepHistory, StepMetrics, Summary, step_median
+from wandoc.probes.system import cpu_model
 from wanrun import ending
 from wanrun.guards import discovery
 from wanrun.guards.casts import CastTracker
@@ -233,6 +235,8 @@ class Guard:
         self.run.expects_gpu = self.device.type != "cpu"
         self.run.platform_os = self.run.platform_os or platform.system()
         self.run.torch_version = self.run.torch_version or torch.__version__
+        self.run.wandoc_version = self.run.wandoc_version or __version__
+        self.run.cpu_model = self.run.cpu_model or cpu_model()
         self.steps: list[StepMetrics] = []
         self.phases: list[Phase] = []
         self.findings: list[Finding] = []
@@ -412,6 +416,7 @@ class Guard:
             self.run.gpu_name = self.run.gpu_name or self._sampler.name
             self.run.vram_total_bytes = self.run.vram_total_bytes or self._sampler.total_bytes
             self.run.power_limit_w = self.run.power_limit_w or self._sampler.power_limit_w
+            self.run.driver_version = self.run.driver_version or self._sampler.driver_version
 
     # -- RunHooks -------------------------------------------------------------------------------------------
 
@@ -1114,7 +1119,7 @@ class Guard:
         return Summary(
             steps=len(steps),
             seconds_total=end - self._t_start if self._t_start is not None else 0.0,
-            median_step_seconds=statistics.median([s.seconds for s in steps]) if steps else 0.0,
+            median_step_seconds=step_median((s.seconds, s.deep) for s in steps)[0] or 0.0,
             deep_steps=[s.index for s in steps if s.deep],
             h2d_bytes_total=_total(s.h2d_bytes for s in steps),
             d2h_bytes_total=_total(s.d2h_bytes for s in steps),

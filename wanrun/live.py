@@ -1,13 +1,14 @@
 """What the user sees while the run goes: one status line per step, and each finding the moment it first fires.
 
-On a terminal the status is a rich Live line (step i/N, s/step, ETA, VRAM, GPU use, and the last inspected
-step's host→device MB, cast MB and CPU ops) with findings printed above it; piped to a file or CI log it
-becomes plain lines, one per step. ``quiet`` keeps the findings and drops the per-step status.
+On a terminal the status is a rich Live line with findings printed above it; piped to a file or CI log it
+becomes plain lines, one per step. ``quiet`` keeps the findings and drops the per-step status. A line reads
+``step 3 · 4/8 done · 0.412 s · ETA 0:02 at 0.398 s/step (median) · VRAM ... · cast 140.8 MB/step (step 1)``:
+the step's number (from 0, as everywhere), the progress as a count done, the step's own time, and an ETA from
+the median step time (``wandoc.metrics.step_median``, the one the report gives).
 """
 
 from __future__ import annotations
 
-import statistics
 from types import TracebackType
 
 from rich.console import Console
@@ -15,8 +16,8 @@ from rich.live import Live
 from rich.text import Text
 
 from wandoc.engine import Finding
-from wandoc.metrics import StepMetrics
-from wandoc.render.text import MARKS, safe
+from wandoc.metrics import StepMetrics, step_median
+from wandoc.render.text import print_finding
 
 MB = 1e6
 
@@ -30,19 +31,26 @@ def _eta(seconds: float) -> str:
 
 class LiveView:
     def __init__(
-        self, console: Console | None = None, *, quiet: bool = False, total: int = 0, gpu: bool = True
+        self,
+        console: Console | None = None,
+        *,
+        quiet: bool = False,
+        total: int = 0,
+        gpu: bool = True,
+        waiting: str = "starting…",
     ) -> None:
         self.console = console or Console()
         self.quiet = quiet
         self.total = total
         self.gpu = gpu  # a CPU run has no host-device traffic to show
-        self._seconds: list[float] = []
+        self.waiting = waiting  # the live line until the first step ends
+        self._timed: list[tuple[float, bool]] = []
         self._last_deep: StepMetrics | None = None
         self._live: Live | None = None
 
     def __enter__(self) -> LiveView:
         if not self.quiet and self.console.is_terminal:
-            self._live = Live(Text("starting…"), console=self.console, refresh_per_second=4, transient=True)
+            self._live = Live(Text(self.waiting), console=self.console, refresh_per_second=4, transient=True)
             self._live.__enter__()
         return self
 
@@ -55,14 +63,14 @@ class LiveView:
 
     def status(self, step: StepMetrics) -> str:
         """The one-line status after ``step``."""
-        done = len(self._seconds)
-        median = statistics.median(self._seconds)
-        parts = [f"step {step.index + 1}/{self.total}" if self.total else f"step {step.index + 1}"]
-        parts.append(f"{median:.3f} s/step")
-        if self.total:
-            parts.append(f"ETA {_eta(median * max(self.total - done, 0))}")
+        done = len(self._timed)
+        parts = [f"step {step.index} · {done}/{self.total} done" if self.total else f"step {step.index}"]
+        parts.append(f"{step.seconds:.3f} s")
+        median = step_median(self._timed)[0]
+        if self.total and median is not None:
+            parts.append(f"ETA {_eta(median * max(self.total - done, 0))} at {median:.3f} s/step (median)")
         if step.vram_used_bytes or step.vram_peak_bytes:
-            parts.append(f"VRAM {(step.vram_used_bytes or step.vram_peak_bytes) / 2**30:.1f} GiB")
+            parts.append(f"VRAM {(step.vram_used_bytes or step.vram_peak_bytes or 0) / 2**30:.1f} GiB")
         if step.gpu_util is not None:
             parts.append(f"GPU {step.gpu_util:.0f}%")
         deep = self._last_deep
@@ -73,10 +81,10 @@ class LiveView:
                 tag = ""
             parts.append(f"cast {(deep.cast_bytes or 0) / MB:.1f} MB/step{tag}")
             parts.append(f"CPU ops {deep.cpu_ops or 0}")
-        return "  ".join(parts)
+        return " · ".join(parts)
 
     def on_step(self, step: StepMetrics) -> None:
-        self._seconds.append(step.seconds)
+        self._timed.append((step.seconds, step.deep))
         if step.deep:
             self._last_deep = step
         if self.quiet:
@@ -85,20 +93,8 @@ class LiveView:
         if self._live is not None:
             self._live.update(Text(line))
         else:
-            text = line + ("  [inspected]" if step.deep else "")
+            text = line + (" · inspected" if step.deep else "")
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def on_finding(self, finding: Finding) -> None:
-        mark, style = MARKS.get(finding.severity, ("•", ""))
-        where = []
-        if finding.step is not None:
-            where.append(f"step {finding.step}")
-        if finding.module:
-            where.append(finding.module)
-        at = f" [dim]({safe(', '.join(where))})[/dim]" if where else ""
-        self.console.print(
-            f"[{style}]{mark} {safe(finding.title)}[/{style}] [dim]{safe(finding.rule)}[/dim]{at}", highlight=False
-        )
-        self.console.print(Text("  " + safe(finding.message, markup=False)))
-        if finding.fix:
-            self.console.print(Text("  fix: ", style="green").append(safe(finding.fix, markup=False)))
+        print_finding(self.console, finding, indent=0, evidence=False)

@@ -86,7 +86,8 @@ def run_repo_job(
         pipeline="repo",
         args={"repo": str(repo), "script": job.script, "argv": job.args, "rank": rank, "world_size": world},
     )
-    view = LiveView(console, quiet=job.quiet or rank != 0, total=0, gpu=device.type != "cpu")
+    view = LiveView(console, quiet=job.quiet or rank != 0, total=0, gpu=device.type != "cpu",
+                    waiting=f"running {job.script}; the first step's time gives the ETA…")  # fmt: skip
     sampling: dict[str, Any] = {} if job.deep_every is None else {"deep_every": job.deep_every, "deep_budget": None}
     guard = Guard(device, job.rules, strict=job.strict, on_finding=view.on_finding, on_step=view.on_step, run=run,
                   on_progress=keeper.checkpoint if keeper is not None else None, **sampling)  # fmt: skip
@@ -142,10 +143,12 @@ def _say(message: str) -> None:
 
 
 def _show_doctor(console: Console, findings: list[Finding], evaluated: int) -> None:
-    from wandoc.render.text import counts_line, safe
+    """The doctor's verdict before the first step, marked as `wandoc check` marks it."""
+    from rich.text import Text
 
-    console.print(f"[bold]doctor[/bold] ({evaluated} rules): {counts_line(findings)}")
-    marks = {"error": "[red]✗[/red]", "warning": "[yellow]![/yellow]", "info": "[blue]i[/blue]"}
+    from wandoc.render.text import counts_line, print_finding
+
+    console.print(Text("doctor", style="bold").append(f" ({evaluated} rules): {counts_line(findings)}", style=""))
     for f in findings:
-        console.print(f"  {marks.get(f.severity, '-')} {safe(f.rule)}: {safe(f.message)}")
+        print_finding(console, f, evidence=False)
     console.print()

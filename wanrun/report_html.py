@@ -18,7 +18,7 @@ from pathlib import Path
 from wandoc.atomic import write_text_atomic
 from wandoc.engine import Finding
 from wandoc.engine.expr import HELPERS
-from wandoc.metrics import ModuleVolume, Report, StepMetrics
+from wandoc.metrics import ModuleVolume, Report, StepMetrics, median_basis, step_median
 from wandoc.render.html import card, esc, findings_card, findings_section, kv_table, page, table
 from wandoc.render.svg import (
     PALETTE,
@@ -32,8 +32,8 @@ from wandoc.render.svg import (
     line_chart,
     nice_ceiling,
 )
-from wanrun.compare import Comparison
-from wanrun.report_view import headline
+from wanrun.compare import Comparison, Row, show
+from wanrun.report_view import headline, phase_rule
 
 Read = Callable[[StepMetrics], float | None]
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
@@ -91,6 +91,7 @@ class Plot:
     inspected_only: bool = False
     empty: str = ""  # why a run may have no figures for it; no text: leave the plot out when empty
     ref: Callable[[Report], RefLine | None] | None = None  # the limit the figures run up against
+    gpu_only: bool = False  # a CPU run has nothing of it to measure (no device memory, no host-device traffic)
 
 
 PLOTS: tuple[Plot, ...] = (
@@ -102,11 +103,12 @@ PLOTS: tuple[Plot, ...] = (
             ("allocator peak", _measured(lambda s: s.vram_peak_bytes)),
             ("used, NVML", _measured(lambda s: s.vram_used_bytes)),
         ),
-        empty="a CPU run, or no CUDA allocator to read",
+        empty="no CUDA allocator to read",
         ref=_vram_total,
+        gpu_only=True,
     ),
-    Plot("GPU use", "%", (("GPU busy", lambda s: s.gpu_util),), empty="a CPU run, or no NVML"),
-    Plot("Power draw", "W", (("power", _measured(lambda s: s.power_w)),), ref=_power_limit),
+    Plot("GPU use", "%", (("GPU busy", lambda s: s.gpu_util),), empty="no NVML", gpu_only=True),
+    Plot("Power draw", "W", (("power", _measured(lambda s: s.power_w)),), ref=_power_limit, gpu_only=True),
     Plot(
         "Host↔device copies",
         "bytes",
@@ -116,6 +118,7 @@ PLOTS: tuple[Plot, ...] = (
             ("device→host", lambda s: s.d2h_bytes),
         ),
         inspected_only=True,
+        gpu_only=True,
     ),
     Plot(
         "Weights moved between steps",
@@ -124,6 +127,7 @@ PLOTS: tuple[Plot, ...] = (
             ("onto the device", _measured(lambda s: s.weights_in_bytes)),
             ("back to the CPU", _measured(lambda s: s.weights_out_bytes)),
         ),
+        gpu_only=True,
     ),
     Plot(
         "Casts",
@@ -131,8 +135,8 @@ PLOTS: tuple[Plot, ...] = (
         (("all casts", lambda s: s.cast_bytes), ("repeated (weights)", lambda s: s.repeated_cast_bytes)),
         inspected_only=True,
     ),
-    Plot("Heavy ops on the CPU", "count", (("CPU ops", lambda s: s.cpu_ops),), inspected_only=True),
-    Plot("Syncs", "count", (("syncs", lambda s: s.syncs),), inspected_only=True),
+    Plot("Heavy ops on the CPU", "count", (("CPU ops", lambda s: s.cpu_ops),), inspected_only=True, gpu_only=True),
+    Plot("Syncs", "count", (("syncs", lambda s: s.syncs),), inspected_only=True, gpu_only=True),
 )
 
 
@@ -191,24 +195,47 @@ def _step_notes(report: Report) -> dict[float, str]:
     return notes
 
 
+def _left_out(plot: Plot, reports: Sequence[Report]) -> str | None:
+    """Why a plot is left out of the page, or None to draw it: a figure no step measured, one a CPU run cannot
+    measure, or one that was zero on every step (a chart of a flat zero says nothing a line of text does not)."""
+    if plot.gpu_only and all(r.run.cpu_run for r in reports):
+        return "a CPU run measures none"
+    points = [p for r in reports for _, read in plot.series for p in _points(r.steps, read, plot.inspected_only)]
+    if not points:
+        return "no step was inspected op by op" if plot.inspected_only else (plot.empty or "not measured")
+    if not any(y for _, y in points):
+        return "zero on every step" + (" inspected" if plot.inspected_only else "")
+    return None
+
+
+def left_out_note(missing: dict[str, list[str]]) -> str:
+    """One line for the plots left out, grouped by why: "Not plotted: VRAM, GPU use (a CPU run measures none);
+    Casts (zero on every step inspected)."""
+    if not missing:
+        return ""
+    said = "; ".join(f"{', '.join(titles)} ({why})" for why, titles in missing.items())
+    return f'<p class="small">Not plotted: {esc(said)}.</p>'
+
+
 def step_plots(report: Report) -> str:
-    """The per-step plots of one run; what the run could not measure is said once, under them."""
+    """The per-step plots of one run; what was left out, and why, is said in one line under them."""
     steps = report.steps
     if not steps:
         return '<p class="small">The report has no steps: the run stopped before the first one.</p>'
     deep = [float(s.index) for s in steps if s.deep]
     markers, notes, x_range = _markers(report.findings), _step_notes(report), _x_range(report)
-    panels, missing = [], []
+    panels: list[str] = []
+    missing: dict[str, list[str]] = {}
     for plot in PLOTS:
+        why = _left_out(plot, [report])
+        if why is not None:
+            missing.setdefault(why, []).append(plot.title)
+            continue
         series = []
         for i, (name, read) in enumerate(plot.series):
             pts = _points(steps, read, plot.inspected_only)
             if pts and (i == 0 or any(y for _, y in pts)):
                 series.append(Series(name, pts, PALETTE[i % len(PALETTE)], dashed=i > 0, width=3.2 - 0.9 * i))
-        if not series:
-            why = "no step was inspected op by op" if plot.inspected_only else plot.empty
-            missing += [f"{plot.title} ({why})"] if why else []
-            continue
         refs = [r for r in ([plot.ref(report)] if plot.ref else []) if r is not None]
         highest = max([y for s in series for _, y in s.points] + [r.y for r in refs])
         title = plot.title + (" (inspected steps)" if plot.inspected_only else "")
@@ -218,8 +245,7 @@ def step_plots(report: Report) -> str:
         )  # fmt: skip
         panels.append(f'<div class="panel">{chart}</div>')
     legend = Legend(band="inspected step (copies, casts, syncs and CPU ops measured)", marker="a finding fired")
-    note = f'<p class="small">Not measured: {esc("; ".join(missing))}.</p>' if missing else ""
-    return legend.html() + f'<div class="grid">{"".join(panels)}</div>' + note
+    return legend.html() + f'<div class="grid">{"".join(panels)}</div>' + left_out_note(missing)
 
 
 def top_modules(
@@ -292,7 +318,13 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
         rows.append(("VRAM", _size(r.vram_total_bytes)))
     if r.power_limit_w:
         rows.append(("power limit", f"{r.power_limit_w:.0f} W"))
+    if r.driver_version:
+        rows.append(("driver", r.driver_version))
+    if r.cpu_model:
+        rows.append(("CPU", r.cpu_model))
     rows += [("OS", r.platform_os or "-"), ("torch", r.torch_version or "-"), ("pipeline", r.pipeline or "-")]
+    if r.wandoc_version:
+        rows.append(("wandoc", r.wandoc_version))
     if r.denoiser:
         weights = f", {_size(r.model_weight_bytes)} of weights" if r.model_weight_bytes else ""
         dtype = f" in {r.model_param_dtype}" if r.model_param_dtype else ""
@@ -311,9 +343,10 @@ def run_rows(report: Report) -> list[tuple[str, str]]:
 
 def _cards(report: Report) -> str:
     s = report.summary
+    median, count, plain = step_median((m.seconds, m.deep) for m in report.steps)
     used = max((m.vram_used_bytes or 0 for m in report.steps), default=0)
     items = [
-        card(_seconds(s.median_step_seconds), "median per step"),
+        card(_seconds(median), f"median per step, of {median_basis(count, plain)}"),
         card(_seconds(s.seconds_total), "in all"),
         card(str(s.steps), f"steps, {len(s.deep_steps)} inspected"),
     ]
@@ -323,7 +356,7 @@ def _cards(report: Report) -> str:
         items.append(card(_size(s.vram_peak_bytes), "VRAM peak (allocator)"))
     if s.gpu_util_mean is not None:
         items.append(card(f"{s.gpu_util_mean:.0f}%", "GPU busy, mean"))
-    return f'<div class="cards">{"".join(items)}{findings_card(report.findings)}</div>'
+    return f'<div class="cards">{"".join(items)}{findings_card(report.verdict)}</div>'
 
 
 def _banners(report: Report) -> str:
@@ -339,7 +372,7 @@ def _banners(report: Report) -> str:
     elif s.interrupted:
         how = f" ({esc(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
         out.append(f'<p class="banner note">Stopped early{how}: the report covers the steps that ran.</p>')
-    if any(f.severity == "error" for f in report.findings):
+    if any(f.severity == "error" for f in report.verdict):
         out.append('<p class="banner bad">Error-level findings: each makes a run fail or many times slower.</p>')
     return "".join(out)
 
@@ -386,21 +419,21 @@ def render_report_html(report: Report, *, title: str = "", doctor: Sequence[Find
     )
 
 
-def _cell(value: float | None, unit: str) -> str:
-    return FORMATS.get(unit, _count)(value)
-
-
 def compare_plots(a: Report, b: Report, a_name: str, b_name: str) -> str:
     runs = ((a, a_name, RUN_COLORS[0]), (b, b_name, RUN_COLORS[1]))
     markers = [m for r, name, color in runs for m in _markers(r.findings, color, prefix=f"{name}: ")]
     x_range = _x_range(a, b)
-    panels = []
+    panels: list[str] = []
+    missing: dict[str, list[str]] = {}
     for plot in PLOTS:
         name, read = plot.series[0]
+        why = _left_out(Plot(plot.title, plot.unit, plot.series[:1], plot.inspected_only, plot.empty, None,
+                             plot.gpu_only), [a, b])  # fmt: skip
+        if why is not None:
+            missing.setdefault(f"{why} in either run", []).append(plot.title)
+            continue
         series = [Series(run_name, pts, color, dashed=i == 1) for i, (r, run_name, color) in enumerate(runs)
                   if (pts := _points(r.steps, read, plot.inspected_only))]  # fmt: skip
-        if not series:
-            continue
         what = f"{plot.title}: {name}" if len(plot.series) > 1 else plot.title
         title = what + (" (inspected steps)" if plot.inspected_only else "")
         highest = max(y for s in series for _, y in s.points)
@@ -413,24 +446,40 @@ def compare_plots(a: Report, b: Report, a_name: str, b_name: str) -> str:
         series=[Series(n, (), c, dashed=i == 1) for i, (_, n, c) in enumerate(runs)],
         marker="a finding fired (in the run's colour)",
     )
-    return legend.html() + f'<div class="grid">{"".join(panels)}</div>'
+    return legend.html() + f'<div class="grid">{"".join(panels)}</div>' + left_out_note(missing)
 
 
-def comparison_table(cmp: Comparison) -> str:
-    rows, marks = [], []
-    for row in cmp.rows:
+def comparison_table(rows: Sequence[Row], head: str = "measure (median per step)") -> str:
+    cells, marks = [], []
+    for row in rows:
         ratio = "-" if row.ratio is None else ("from 0" if math.isinf(row.ratio) else f"{row.ratio:.2f}x")
         worse = '<span class="sev error">worse</span>' if row.worse else ""
-        rows.append([esc(row.metric), esc(_cell(row.a, row.unit)), esc(_cell(row.b, row.unit)), esc(ratio), worse])
+        cells.append([esc(row.metric), esc(show(row.a, row.unit)), esc(show(row.b, row.unit)), esc(ratio), worse])
         marks.append("worse" if row.worse else "")
-    return table(["measure (median per step)", "A", "B", "B/A", ""], rows, num=(1, 2, 3), row_classes=marks)
+    return table([head, "A", "B", "B/A", ""], cells, num=(1, 2, 3), row_classes=marks)
+
+
+def differences_table(cmp: Comparison) -> str:
+    """What differs between the runs (arguments, versions, machine), the first place to look for why."""
+    rows = []
+    for kind in ("arguments", "versions", "machine"):
+        diffs = [d for d in cmp.differences if d.kind == kind]
+        if not diffs:
+            shared = esc(cmp.same.get(kind, "the same"))
+            rows.append([esc(kind), "the same", shared, shared])
+        for d in diffs:
+            rows.append([esc(kind), f"<code>{esc(d.name)}</code>", esc(d.a), esc(d.b)])
+    marks = ["differs" if len(r) == 4 and r[1].startswith("<code>") else "" for r in rows]
+    return table(["", "what", "A", "B"], rows, cls="kv runs", row_classes=marks)
 
 
 def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b_name: str) -> str:
-    """Two runs as one page: the verdict, both runs' facts, overlaid per-step plots, and the differences."""
+    """Two runs as one page: the verdict and why, what differs between them, the medians and phases side by
+    side, overlaid per-step plots, and the findings."""
     threshold = f"threshold {cmp.threshold:.2f}x"
+    why = cmp.why()
     verdict = (
-        f'<p class="banner bad">B is worse than A ({threshold}).</p>'
+        f'<p class="banner bad">B is worse than A ({threshold}): {esc("; ".join(why))}.</p>'
         if cmp.regressed
         else f'<p class="banner good">Nothing got worse ({threshold}).</p>'
     )
@@ -448,22 +497,43 @@ def render_comparison_html(cmp: Comparison, a: Report, b: Report, a_name: str, b
         for label, items in (("New in B", cmp.new_findings), ("Gone in B", cmp.gone_findings))
         if items
     ]
+    folded = [
+        f'<p class="small">{label}: {esc(", ".join(r.metric for r in rows))}.</p>'
+        for label, rows in (
+            ("None in either run", [r for r in cmp.rows if r.zero]),
+            ("Not measured in either run", [r for r in cmp.rows if r.unmeasured]),
+        )
+        if rows
+    ]
     changes += [f'<p class="note">{esc(note)}</p>' for note in cmp.notes]
-    older = findings_section(a.findings, where=True, grouped=False)
+    older = findings_section(a.verdict, where=True, grouped=False)
+    phases = [r for r in cmp.phases if not r.unmeasured]
     body = [
         f"<h1>wanrun compare: {esc(a_name)} → {esc(b_name)}</h1>",
         f'<p class="lead">A: {esc(headline(a))}<br>B: {esc(headline(b))}</p>',
         verdict,
-        "<h2>Differences</h2>",
-        comparison_table(cmp),
-        *changes,
+        "<h2>What differs between the runs</h2>",
+        differences_table(cmp),
         "<h2>Per step</h2>",
+        comparison_table([r for r in cmp.rows if not r.unmeasured and not r.zero]),
+        *folded,
+        *(
+            [
+                "<h2>Phases</h2>",
+                comparison_table(phases, "phase (seconds)"),
+                f'<p class="small">{esc(phase_rule(cmp))}.</p>',
+            ]
+            if phases
+            else []
+        ),
+        *changes,
+        "<h2>Per step, plotted</h2>",
         compare_plots(a, b, a_name, b_name),
         "<h2>The runs</h2>",
         runs,
         f"<h2>Findings in B: {esc(b_name)}</h2>",
-        findings_section(b.findings, where=True, new_rules=new_rules, grouped=False),
-        f"<details><summary>Findings in A: {esc(a_name)} ({len(a.findings)})</summary>{older}</details>",
+        findings_section(b.verdict, where=True, new_rules=new_rules, grouped=False),
+        f"<details><summary>Findings in A: {esc(a_name)} ({len(a.verdict)})</summary>{older}</details>",
     ]
     return page(f"wanrun compare {a_name} {b_name}", "\n".join(x for x in body if x))
 

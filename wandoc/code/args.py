@@ -169,6 +169,9 @@ def effective_args(
     Returns (effective values, argparse's error message or None, offload_model came from the runtime default,
     why the parser could not be replayed or None).
     """
+    if not specs:  # a script that reads sys.argv itself: nothing to replay, and nothing to reject
+        note = f"{prog} defines no argparse arguments the doctor could read" if given_args else None
+        return {}, None, False, note
     for s in specs:
         if isinstance(s.nargs, int) and not 0 <= s.nargs <= MAX_NARGS:
             return {}, None, False, f"{s.flags[0]} takes nargs={s.nargs:,}: the parser was not replayed"

@@ -17,7 +17,8 @@ def cpu_model_from_cpuinfo(text: str) -> str:
     return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """This machine's CPU model, from /proc/cpuinfo where there is one."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             model = cpu_model_from_cpuinfo(f.read(1 << 20))
@@ -53,7 +54,7 @@ def probe_system() -> SystemFacts:
     except Exception as exc:
         errors.append(f"cpu count: {exc}")
     try:
-        facts.cpu_model = _cpu_model()
+        facts.cpu_model = cpu_model()
     except Exception as exc:
         errors.append(f"cpu model: {exc}")
     facts.error = "; ".join(errors) or None

@@ -13,9 +13,10 @@ import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from html import escape
 
+from wandoc.checklist import CheckItem
 from wandoc.engine import Finding
 from wandoc.facts import Facts
-from wandoc.render.shared import area_name, by_area, evidence_text, fmt_bytes, key_facts, split_fix
+from wandoc.render.shared import area_name, by_area, evidence_text, fmt_bytes, item_mark, key_facts, split_fix
 from wandoc.render.svg import PALETTE, Bar, bar_chart
 from wandoc.render.text import counts_line
 
@@ -54,7 +55,12 @@ white-space:nowrap}
 .sev.error{background:var(--err)}.sev.warning{background:var(--warn)}.sev.info{background:var(--info)}
 .new{display:inline-block;border-radius:10px;padding:0 7px;font-size:11px;font-weight:700;color:#991b1b;
 background:#fee2e2;margin-left:6px}
-.rule{color:var(--muted);font-size:12px}.msg{margin-top:2px}.where{white-space:nowrap}
+.rule{color:var(--muted);font-size:12px}
+table.checklist td:first-child{width:28px;text-align:center;font-weight:700}
+table.checklist td:nth-child(2){white-space:nowrap}table.checklist td:last-child a{white-space:nowrap}
+table.checklist td:last-child{width:26%}
+.mark.passed{color:var(--ok)}.mark.not_checked{color:var(--muted)}.mark.error{color:var(--err)}
+.mark.warning{color:var(--warn)}.mark.info{color:var(--info)}.msg{margin-top:2px}.where{white-space:nowrap}
 dl.ev{margin:6px 0 0;display:grid;grid-template-columns:max-content 1fr;gap:0 10px;font-size:12.5px}
 dl.ev dt{color:var(--muted)}dl.ev dd{margin:0;overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,
 Menlo,Consolas,"DejaVu Sans Mono",monospace;font-size:12px}
@@ -176,7 +182,7 @@ def bullet_list(items: Iterable[str]) -> str:
 def _evidence(f: Finding) -> str:
     if not f.evidence:
         return ""
-    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(evidence_text(v))}</dd>" for k, v in f.evidence.items())
+    rows = "".join(f"<dt>{esc(k)}</dt><dd>{esc(evidence_text(k, v, 300))}</dd>" for k, v in f.evidence.items())
     return f'<dl class="ev">{rows}</dl>'
 
 
@@ -246,13 +252,26 @@ def memory_chart(facts: Facts) -> str:
     return bar_chart(f"Memory: what {e.task or 'the run'} needs and what the machine has", bars, _size)
 
 
+def checklist_table(items: Sequence[CheckItem]) -> str:
+    """The doctor's checklist: a line per area, its mark, what it saw (or how to check it), its findings."""
+    rows = []
+    for item in items:
+        mark, cls = item_mark(item)
+        said = esc(item.detail)
+        if not item.checked:
+            how = f' <span class="small">to check: {esc(item.how)}</span>' if item.how else ""
+            said = f"not checked: {said}.{how}"
+        links = ", ".join(f'<a href="#finding-{esc(r)}">{esc(r)}</a>' for r in item.rules)
+        rows.append([f'<span class="mark {esc(cls)}">{esc(mark)}</span>', esc(item.label), said, links])
+    return table(["", "area", "what the doctor saw", "findings"], rows, cls="checklist")
+
+
 def render_check_html(
     findings: Sequence[Finding],
     *,
     facts: Facts,
     rules_evaluated: int,
-    seen: Sequence[str],
-    unseen: Sequence[str],
+    checklist: Sequence[CheckItem],
     source: str,
     shell: str,
 ) -> str:
@@ -272,14 +291,14 @@ def render_check_html(
         f"fixes written for {esc(shell)}.</p>",
         f'<div class="cards">{count_cards(findings)}</div>',
         verdict,
+        "<h2>Checks</h2>",
+        checklist_table(checklist),
         "<h2>Findings</h2>",
         findings_section(findings, where=False),
         *([f'<h2>Memory</h2><div class="panel">{chart}</div>'] if chart else []),
-        "<h2>The machine</h2>",
-        kv_table(key_facts(facts, source)),
-        "<h2>Coverage</h2>",
-        f'<p class="small">checked: {esc(", ".join(seen))}</p>',
-        *([f'<p class="small">not checked: {esc("; ".join(unseen))}</p>'] if unseen else []),
+        "<h2>What each check saw</h2>",
+        kv_table(key_facts(facts, source, checklist)),
+        *([f'<p class="small">probe failed: {esc("; ".join(facts.probe_errors))}</p>'] if facts.probe_errors else []),
     ]
     stamp = f" at {esc(facts.collected_at)}" if facts.collected_at else ""
     return page("wandoc check", "\n".join(b for b in body if b), footer=f"wandoc check{stamp}")

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from wandoc.checklist import CheckItem
 from wandoc.engine import Finding
 from wandoc.facts import Facts
-from wandoc.render.shared import SHELL_LANG, area_name, by_area, evidence_text, key_facts, split_fix
-from wandoc.render.text import counts_line
+from wandoc.render.shared import SHELL_LANG, area_name, by_area, evidence_text, item_mark, key_facts, split_fix
+from wandoc.render.text import MARKS, counts_line
 
-MARKS = {"error": "✖", "warning": "▲", "info": "•"}
 _ESCAPING_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")  # a backslash that would escape what follows
 _SPECIAL = re.compile(r"([`*\[\]|~])")
 _EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")  # intraword _ never emphasises in GFM
@@ -50,10 +50,10 @@ def code_block(body: str, lang: str) -> list[str]:
 
 
 def finding_lines(f: Finding, shell: str) -> list[str]:
-    mark = MARKS.get(f.severity, "•")
+    mark = MARKS.get(f.severity, MARKS["info"])[0]
     lines = [f"**{mark} {f.severity}: {text(f.title)}** {code(f.rule)}", "", text(f.message), ""]
     if f.evidence:
-        shown = "; ".join(f"{text(k)} {code(evidence_text(v, 200))}" for k, v in f.evidence.items())
+        shown = "; ".join(f"{text(k)} {code(evidence_text(k, v))}" for k, v in f.evidence.items())
         lines += [f"- evidence: {shown}"]
     prose, command = split_fix(f)
     if prose or command:
@@ -68,15 +68,23 @@ def render_check_markdown(
     *,
     facts: Facts,
     rules_evaluated: int,
-    seen: Sequence[str],
-    unseen: Sequence[str],
+    checklist: Sequence[CheckItem],
     source: str,
     shell: str,
 ) -> str:
     """The whole verdict as markdown; ends with a newline."""
     lines = [f"### wandoc check: {counts_line(findings)}", ""]
+    for item in checklist:
+        mark, _ = item_mark(item)
+        said = item.detail
+        if not item.checked:
+            said = f"not checked: {said}" + (f" (to check: {item.how})" if item.how else "")
+        rules = f" {', '.join(code(r) for r in item.rules)}" if item.rules else ""
+        lines.append(f"- {mark} **{text(item.label)}**: {text(said)}{rules}")
+    lines.append("")
+    unseen = sum(1 for item in checklist if not item.checked)
     if not findings:
-        lines += ["No findings.", ""]
+        lines += [f"No findings in what was checked ({unseen} areas not checked)." if unseen else "No findings.", ""]
     for area, group in by_area(findings):
         lines += [f"#### {text(area_name(area))}", ""]
         for f in group:
@@ -84,14 +92,11 @@ def render_check_markdown(
     lines += [
         f"**{counts_line(findings)}** from {rules_evaluated} rules over {text(source)}; fixes for {text(shell)}.",
         "",
-        f"- checked: {text(', '.join(seen))}",
-        *([f"- not checked: {text('; '.join(unseen))}"] if unseen else []),
-        "",
         "<details><summary>Key facts</summary>",
         "",
         "| fact | value |",
         "|---|---|",
-        *(f"| {text(k)} | {text(v)} |" for k, v in key_facts(facts, source)),
+        *(f"| {text(k)} | {text(v)} |" for k, v in key_facts(facts, source, checklist)),
         "",
         "</details>",
     ]

@@ -13,6 +13,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from wandoc.checklist import CheckItem
 from wandoc.engine import Finding
 from wandoc.facts import Facts
 from wandoc.metrics import REPORT_SCHEMA, Report, StepHistory
@@ -30,8 +31,16 @@ CHECK_KEYS: dict[str, tuple[str, str]] = {
     "summary": ("object", "See below."),
 }
 CHECK_SUMMARY_KEYS: dict[str, tuple[str, str]] = {
-    "checked": ("list[str]", "What the probes could see."),
-    "not_checked": ("list[str]", "What they could not (no NVML, no checkout, ...): a clean result never overclaims."),
+    "checked": ("list[str]", "The checklist's lines that were looked at, as text: `area: what was seen`."),
+    "not_checked": (
+        "list[str]",
+        "The lines that could not be (no NVML, no checkout, ...), each with how to check it, and any probe that "
+        "failed: a clean result never overclaims.",
+    ),
+    "checklist": (
+        "list[[CheckItem](#checkitem)]",
+        "Every area the doctor looks at, one item each, in the order `wandoc check` prints them.",
+    ),
     "shell": ("str", "The shell the fixes are written for: bash, zsh, cmd, powershell, fish."),
     "fail_on": ("str", "The severity at which the command exits 1: error, warning or never."),
 }
@@ -143,7 +152,7 @@ def report_format_markdown() -> str:
         "",
         "Written by `wanrun generate --report FILE`; read by `wanrun report FILE`, `wanrun compare A B` and your",
         "scripts. Copy, cast, sync and CPU-op figures are measured in the inspected (`deep`) steps only and are",
-        "0 in the others; `summary.deep_steps` lists the inspected steps.",
+        "null in the others; `summary.deep_steps` lists the inspected steps.",
         "",
     ]
     run_models = [*_walk([Report], set()), StepHistory]
@@ -166,6 +175,7 @@ def report_format_markdown() -> str:
         "",
         "Each finding is a [Finding](#finding) (above) without the runtime keys `step` and `module`.",
         "",
+        *_section(CheckItem, "Each item of `summary.checklist`"),
         "## The facts: `wandoc.facts/1`",
         "",
         "`wandoc facts` prints them; `wandoc check --facts FILE` replays them; rules read them by dotted path",

@@ -59,6 +59,7 @@ class NvmlSampler:
         self.name = ""
         self.total_bytes = 0
         self.power_limit_w = 0.0
+        self.driver_version = ""
         self.process_vram: bool | None = None  # None: not known yet; False: device-wide figure used
         self._nvml: Any = None
         self._handle: Any = None
@@ -92,6 +93,8 @@ class NvmlSampler:
         self.total_bytes = int(mem.total) if mem is not None else 0
         limit = _call(pynvml.nvmlDeviceGetEnforcedPowerLimit, self._handle)
         self.power_limit_w = limit / 1000.0 if isinstance(limit, int | float) else 0.0
+        driver = _call(getattr(pynvml, "nvmlSystemGetDriverVersion", lambda: ""))
+        self.driver_version = driver.decode() if isinstance(driver, bytes) else str(driver or "")
         self.available, self.reason = True, ""
         self._sample()
         self._thread = threading.Thread(target=self._run, name="wanrun-nvml-sampler", daemon=True)

@@ -226,6 +226,20 @@ def dit_param_counts(spec: PresetSpec) -> tuple[int, int]:
     return total, fp32_time + spec.num_blocks * per_block_fp32 + head_fp32
 
 
+def forward_flops(spec: PresetSpec, tokens: int) -> int:
+    """Floating-point operations of one DiT forward, from its shape: the matmuls (2 per multiply-add) of every
+    block's self-attention (q, k, v, o and the L x L scores), cross-attention to the text and FFN, plus the patch
+    embedding and head. Norms, RoPE and modulation are a few percent and left out: an estimate, not a count."""
+    d, f, t, n = spec.dim, spec.ffn_dim, spec.text_len, tokens
+    patch_vol = PATCH[0] * PATCH[1] * PATCH[2]
+    self_attn = 4 * 2 * n * d * d + 2 * 2 * n * n * d
+    cross_attn = 2 * 2 * n * d * d + 2 * 2 * t * d * d + 2 * 2 * n * t * d
+    ffn = 2 * 2 * n * d * f
+    text = 2 * t * (spec.text_dim * d + d * d)
+    ends = 2 * 2 * n * d * LATENT_CHANNELS * patch_vol
+    return spec.num_blocks * (self_attn + cross_attn + ffn) + text + ends
+
+
 def model_summary(cfg: PipelineConfig) -> dict[str, Any]:
     """Shape numbers of a run without building anything: tokens, latent grid, DiT parameters and weight bytes.
 
@@ -254,4 +268,5 @@ def model_summary(cfg: PipelineConfig) -> dict[str, Any]:
         "steps": cfg.steps,
         "forwards_per_step": forwards_per_step,
         "forwards": cfg.steps * forwards_per_step,
+        "flops_per_step": forward_flops(spec, grid[0] * grid[1] * grid[2]) * forwards_per_step,
     }
