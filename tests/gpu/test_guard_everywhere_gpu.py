@@ -60,14 +60,14 @@ def offload(module: nn.Module, args: Any, output: Any) -> None:
 
 def plant(model: nn.Module, regression: str) -> None:
     if regression == "block on cpu":
-        block = model.blocks[1].to("cpu")
+        block = model.blocks[1].to("cpu", torch.float32)  # CPU kernels mix no dtypes: the block computes in fp32
         original = block.forward
 
+        def host(v: Any) -> Any:
+            return (v.cpu().float() if v.is_floating_point() else v.cpu()) if isinstance(v, torch.Tensor) else v
+
         def on_cpu(*args: Any, **kwargs: Any) -> Any:
-            moved = [a.cpu() if isinstance(a, torch.Tensor) else a for a in args]
-            kw = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
-            with torch.autocast("cpu", dtype=torch.bfloat16):  # Wan's residual stream is fp32, the block bf16
-                return original(*moved, **kw).to("cuda")
+            return original(*map(host, args), **{k: host(v) for k, v in kwargs.items()}).to("cuda")
 
         block.forward = on_cpu
     elif regression == "per-step offload":
