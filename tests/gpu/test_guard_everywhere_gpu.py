@@ -67,7 +67,8 @@ def plant(model: nn.Module, regression: str) -> None:
             return (v.cpu().float() if v.is_floating_point() else v.cpu()) if isinstance(v, torch.Tensor) else v
 
         def on_cpu(*args: Any, **kwargs: Any) -> Any:
-            return original(*map(host, args), **{k: host(v) for k, v in kwargs.items()}).to("cuda")
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # as Wan's autocast does on the GPU
+                return original(*map(host, args), **{k: host(v) for k, v in kwargs.items()}).to("cuda")
 
         block.forward = on_cpu
     elif regression == "per-step offload":
