@@ -127,3 +127,20 @@ def test_the_official_rope_is_complex_and_runs_every_step(official: Path) -> Non
     rope = [s for s in repo.sites if s.kind == "complex_rope" and s.file == "wan/modules/model.py"]
     assert rope and any(s.reach == "forward" for s in rope), [(s.function, s.reach) for s in rope]
     assert not any(f.rule == "CODE-COMPILE-COMPLEX-ROPE" for f in _judged(repo))
+
+
+def test_a_fork_that_compiles_the_official_model_is_told_its_rope_is_complex(official: Path, tmp_path: Path) -> None:
+    """The fork users make: one torch.compile line in the official ti2v pipeline. The rule fires there, on the
+    compile line, naming the complex rope_apply; the pristine code stays quiet (above)."""
+    import shutil
+
+    fork = shutil.copytree(official, tmp_path / "fork")
+    pipeline = fork / "wan" / "textimage2video.py"
+    text = pipeline.read_text(encoding="utf-8")
+    anchor = "            convert_model_dtype=convert_model_dtype)\n"
+    assert text.count(anchor) == 1
+    pipeline.write_text(text.replace(anchor, anchor + "        self.model = torch.compile(self.model)\n"))
+    found = {f.rule: f for f in _judged(_probe(fork, TASKS["ti2v-5B"], offload=False))}
+    finding = found["CODE-COMPILE-COMPLEX-ROPE"]
+    assert finding.severity == "warning" and "wan/textimage2video.py:" in finding.message
+    assert "rope_apply" in finding.message

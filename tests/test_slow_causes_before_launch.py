@@ -508,7 +508,6 @@ CAUSES: tuple[Cause, ...] = (
                 },
             ),
         ),
-        pending="the code walk must emit `complex_rope` sites (torch.view_as_complex / torch.polar in the model)",
     ),
     Cause(
         20,
