@@ -432,3 +432,80 @@ def test_an_argument_check_is_assumed_to_pass(tmp_path: Path) -> None:
                                 {"generate.py": checked}), environ={})  # fmt: skip
     assert repo.effective["ckpt_dir"] is None  # no --ckpt_dir given: the run that passes the check is judged
     assert site(repo, "mask_per_call", "attention_hot").reach == "forward"
+
+
+# -- the shapes the official VACE and every Wan block have -----------------------------------------------------
+
+SHAPED_MODEL = """\
+import torch.nn as nn
+
+from .attention import attention_guarded, attention_hot
+
+
+class Attn(nn.Module):
+    def forward(self, x):
+        return attention_hot(x, x, x)
+
+
+class OtherAttn(nn.Module):
+    def forward(self, x):
+        return attention_guarded(x, x, x)
+
+
+ATTENTIONS = {"self": Attn, "other": OtherAttn}
+
+
+class Block(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.attn = ATTENTIONS[kind]()
+
+    def forward(self, x):
+        def attn_ffn(x):  # Wan's cross_attn_ffn: a function inside forward
+            return self.attn(x)
+
+        return attn_ffn(x)
+
+
+class HintBlock(Block):  # VACE's BaseWanAttentionBlock: the work is in the base class
+    def forward(self, x):
+        return super().forward(x)
+
+
+class WanModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList([HintBlock("self") for _ in range(2)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+"""
+
+
+def test_super_nested_functions_and_attributes_built_from_a_dict_are_followed(tmp_path: Path) -> None:
+    """A subclass's ``super().forward``, a function defined and called inside forward, and ``self.attn`` built
+    from a dict of classes by a key the doctor cannot read: each is followed. The dict's entries are conditional
+    (the key decides), never 'never': a line the doctor could not rule out is not said not to run."""
+    attention = HOT_MASK + "\n\ndef attention_guarded(q, k, v):\n    return F.scaled_dot_product_attention(q, k, v)\n"
+    repo = probe_repo(make_fork(tmp_path, attention, {"wan/modules/model.py": SHAPED_MODEL}), environ={})
+    hot = site(repo, "mask_per_call", "attention_hot")
+    assert hot.reach == "conditional" and "self.attn is 'self'" in hot.reach_why, (hot.reach, hot.reach_why)
+    assert "CODE-MASK-PER-CALL" not in warned(repo)
+    assert any("attention_hot" in n for n in notes(repo))
+
+
+def test_a_front_end_with_a_wan_model_and_no_entry_is_unchecked_not_foreign(tmp_path: Path) -> None:
+    """A node pack or library holding its own WanModel (no generate.py) is a Wan checkout whose code was not
+    checked (CODE-NO-ENTRY), not a folder without Wan code (CODE-REPO-NOT-WAN); a folder without one is."""
+    write_files(tmp_path / "nodes", {"__init__.py": "", "wanvideo/modules/model.py": SHAPED_MODEL.replace(
+        "from .attention import attention_guarded, attention_hot\n", "")})  # fmt: skip
+    write_files(tmp_path / "other", {"app.py": "print('hello')\n"})
+    rules = rulebook.load()
+    for folder, expected, absent in (("nodes", "CODE-NO-ENTRY", "CODE-REPO-NOT-WAN"),
+                                     ("other", "CODE-REPO-NOT-WAN", "CODE-NO-ENTRY")):  # fmt: skip
+        repo = probe_repo(tmp_path / folder, environ={})
+        repo.given = True
+        found = {f.rule for f in evaluate(rules, Facts(repo=repo).as_tree())}
+        assert expected in found and absent not in found, (folder, found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -295,6 +295,15 @@ def _off_path_candidates(walk: Walk, set_vars: set[str]) -> tuple[list[str], lis
     return env_files, site_files
 
 
+MODEL_FILES = 60  # files read to find a Wan model where no entry leads to one
+
+
+def _model_files(files: Iterable[str]) -> list[str]:
+    """The files a Wan model class is likely in (``modules/model.py``, ``wan_video_dit.py``), a bounded few."""
+    named = [f for f in sorted(files) if re.search(r"(model|dit)[^/]*\.py$", f.lower())]
+    return sorted(named, key=lambda f: ("wan" not in f.lower(), f))[:MODEL_FILES]
+
+
 def _wan_identity(walk: Walk, args: list[ArgFacts]) -> tuple[bool, str]:
     flags = {f for a in args for f in a.flags}
     scope = [pf.text for f in sorted(walk.on_path) if (pf := walk.cached(f)) is not None]
@@ -303,6 +312,11 @@ def _wan_identity(walk: Walk, args: list[ArgFacts]) -> tuple[bool, str]:
         or any(re.search(r"^class WanModel\b", t, re.M) for t in scope)
         or {"--task", "--ckpt_dir"} <= flags
     )
+    if not is_wan and not walk.on_path:  # no entry to follow: a front-end's own copy of the model still counts
+        is_wan = any(
+            (t := walk.source.read(f)) is not None and re.search(r"^class WanModel\b", t, re.M)
+            for f in _model_files(walk.resolver.files)
+        )
     if not is_wan:
         return False, ""
     return True, "2.2" if any(m in t for t in scope for m in _V22_MARKERS) else "2.1"

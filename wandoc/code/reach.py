@@ -72,6 +72,13 @@ class Way:
         return self.but(decided=(*self.decided, text)[:8], chosen_by=self.chosen_by | args)
 
 
+@dataclass(frozen=True, eq=False)
+class _Local:
+    """A function defined inside the one being walked (Wan's ``cross_attn_ffn`` in a block's forward)."""
+
+    node: ast.FunctionDef | ast.AsyncFunctionDef
+
+
 @dataclass
 class _Frame:
     file: str
@@ -89,6 +96,10 @@ def _text(node: ast.AST) -> str:
     except (ValueError, RecursionError):
         return "?"
     return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _is_super(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
 
 
 def _modelish(name: str) -> bool:
@@ -157,6 +168,7 @@ class Reach:
         self.cut: str | None = None
         self.stopped = False
         self.unresolved = 0
+        self._locals_open: set[_Local] = set()  # nested functions being walked (a recursive one stops there)
 
     # -- entry points --------------------------------------------------------------------------------------
 
@@ -255,12 +267,16 @@ class Reach:
                 return Inst(fr.cls)
             return self.symbols.lookup(fr.file, expr.id)
         if isinstance(expr, ast.Attribute):
+            if _is_super(expr.value):
+                return self._super_member(expr.value, expr.attr, fr)
             base = rec(expr.value, fr, depth)
             if base is None or isinstance(base, ArgsNS | Choice):
                 return None
             return self.symbols.member(base, expr.attr)
         if isinstance(expr, ast.Call):
             func = expr.func
+            if _is_super(expr):  # the instance itself, seen from a base class's method
+                return Inst(fr.cls) if fr.cls is not None else None
             if isinstance(func, ast.Attribute) and func.attr in _PARSE:
                 return ARGS
             if isinstance(func, ast.Attribute) and func.attr in _PASSTHROUGH:
@@ -293,6 +309,24 @@ class Reach:
             return None
         if isinstance(expr, ast.IfExp):
             return rec(expr.body, fr, depth) or rec(expr.orelse, fr, depth)
+        return None
+
+    def _super_member(self, call: ast.Call, attr: str, fr: _Frame) -> Func | None:
+        """``super().attr`` in a method: the method of the next class after the one that defines it, in the
+        instance's bases nearest first (``super(Cls, self)`` names that class)."""
+        if fr.cls is None or fr.func is None or "." not in fr.func.qual:
+            return None
+        defining: Target | None = Cls(fr.func.file, fr.func.qual.rsplit(".", 1)[0])
+        if call.args:
+            defining = self.target(call.args[0], fr)
+        if not isinstance(defining, Cls):
+            return None
+        mro = self.symbols.bases(fr.cls)
+        after = mro[mro.index(defining) + 1 :] if defining in mro else self.symbols.bases(defining)[1:]
+        for c in after:
+            info = self.symbols.class_info(c)
+            if info is not None and attr in info.methods:
+                return Func(c.file, f"{c.name}.{attr}")
         return None
 
     def _returns_args(self, fn: Func) -> bool:
@@ -451,6 +485,7 @@ class Reach:
         if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             if fr.func is not None and not isinstance(stmt, ast.ClassDef):
                 self._record(fr.file, stmt.lineno, stmt.end_lineno or stmt.lineno, way)  # a helper of this call
+                fr.names[stmt.name] = _Local(stmt)  # its calls are followed where the function calls it
             return False
         return self._simple(stmt, fr)
 
@@ -579,6 +614,9 @@ class Reach:
     def _call(self, call: ast.Call, fr: _Frame) -> None:
         if call.args or call.keywords:
             self._callbacks(call, fr)
+        if isinstance(call.func, ast.Name) and isinstance(local := fr.names.get(call.func.id), _Local):
+            self._local(local, call, fr)
+            return
         callee = self.target(call.func, fr)
         if callee is None:
             name = call.func.attr if isinstance(call.func, ast.Attribute) else dotted(call.func)
@@ -592,6 +630,18 @@ class Reach:
             return
         self._invoke(callee, call, fr, fr.way, self._mod_suffix(call.func, fr))
 
+    def _local(self, local: _Local, call: ast.Call, fr: _Frame) -> None:
+        """Walk a nested function where it is called, with its arguments and the names it closes over (``self``);
+        once per call site's frame, never into itself."""
+        if local in self._locals_open or self.stopped:
+            return
+        names = {**fr.names, **self._bind(local.node, call, fr, bound=False)}
+        self._locals_open.add(local)
+        try:
+            self._block(local.node.body, _Frame(fr.file, fr.func, fr.cls, names, fr.way, dict(fr.mod_names)))
+        finally:
+            self._locals_open.discard(local)
+
     def _mod_suffix(self, func: ast.AST, fr: _Frame) -> str:
         if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
             return func.attr
@@ -602,9 +652,10 @@ class Reach:
     def _invoke(self, callee: Any, call: ast.Call, fr: _Frame, way: Way, suffix: str) -> None:
         if isinstance(callee, Choice):
             key = call.func.slice if isinstance(call.func, ast.Subscript) else None
-            shown = self._shown(key) if key is not None else "the key"
             for k, t in callee.options:
-                self._invoke(t, call, fr, way.unsure(f"{shown} == {k!r}"), suffix)
+                # ``CLASSES[kind](...)``, or an attribute built from one (``self.cross_attn = CLASSES[kind](...)``)
+                text = f"{self._shown(key)} == {k!r}" if key is not None else f"{self._shown(call.func)} is {k!r}"
+                self._invoke(t, call, fr, way.unsure(text), suffix)
             return
         if isinstance(callee, Cls):
             init = self.symbols.method(callee, "__init__")

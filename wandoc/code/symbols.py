@@ -262,6 +262,9 @@ class Symbols:
             return Inst(callee)
         if isinstance(callee, Func):
             return self.returns(callee, depth + 1)
+        if isinstance(callee, Choice):
+            options = tuple((k, r) for k, t in callee.options if (r := self.call_result(t, call, depth + 1)))
+            return Choice(options) if options else None
         return None
 
     # -- classes -----------------------------------------------------------------------------------------
@@ -365,6 +368,19 @@ class Symbols:
             return self.member(self.expr_type(cls, expr.value, depth + 1), expr.attr, depth + 1)
         if isinstance(expr, ast.IfExp):
             return self.expr_type(cls, expr.body, depth + 1) or self.expr_type(cls, expr.orelse, depth + 1)
+        if isinstance(expr, ast.Subscript):  # ``CLASSES[kind]``: the one the key names, else each of them
+            value = expr.value  # a module's dict of classes: looked up afresh, as deep as a lookup from the walk goes
+            base = (
+                self.lookup(cls.file, value.id)
+                if isinstance(value, ast.Name)
+                else self.expr_type(cls, value, depth + 1)
+            )
+            if not isinstance(base, Choice):
+                return None
+            key = expr.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                return next((t for k, t in base.options if k == key.value), None)  # type: ignore[misc]
+            return base
         return None
 
     def returns(self, fn: Func, depth: int = 0) -> Target | None:
