@@ -549,3 +549,31 @@ def test_guard_fills_gpu_signals_from_nvml_and_stops_the_thread(
     assert r.run.gpu_name == "Stand-in GPU 24GB" and r.run.power_limit_w == 450.0
     assert all(s.gpu_util == 12.0 and s.vram_used_bytes == 5 * 2**30 for s in r.steps)
     assert any("NVML on Stand-in GPU 24GB" in c for c in r.summary.checked)
+
+
+@pytest.mark.parametrize("stays", [True, False], ids=["loaded once", "loaded every forward"])
+def test_a_model_loaded_at_its_first_forward_and_kept_is_no_offload_traffic(clean_state: None, stays: bool) -> None:
+    """A whole-model offload (diffusers' enable_model_cpu_offload) moves the denoiser in inside its first forward
+    and leaves it there: one move, not traffic every step pays. The same move undone after every forward is."""
+    model = small_dit(dim=1024, hidden=4096, blocks=3)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    inner = model.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        model.to("meta")  # what the offload hook does inside the call, after every pre-hook ran
+        out = inner(x)
+        if not stays:
+            model.to_empty(device="cpu")  # back to the host (meta holds no data to copy back)
+        return out
+
+    model.forward = forward  # type: ignore[method-assign]
+    with guard(device="meta", nvml=False) as g:
+        g.attach_model(model, "dit")
+        run_steps(g, model, torch.empty(1, 8, 1024, device="meta"), steps=3, forwards=2)
+    first = g.report.steps[0]
+    assert first.weight_h2d_bytes and first.weight_h2d_bytes >= weights
+    found = {f.rule for f in g.report.findings}
+    if stays:
+        assert first.weights_kept_bytes == weights and "RUN-OFFLOAD-TRAFFIC" not in found
+    else:
+        assert first.weights_kept_bytes == 0 and "RUN-OFFLOAD-TRAFFIC" in found
