@@ -109,6 +109,12 @@ def test_worse_says_why_starting_with_what_differs() -> None:
     assert "versions: torch 2.6.0+cu124 → 2.9.0+cu128" in text and "machine: the same" in text
 
 
+def test_where_each_run_wrote_its_video_is_no_difference() -> None:
+    a = _run(0.5, args={"out": "clean.gif", "save_file": "a.mp4", "sample_shift": 5})
+    b = _run(0.9, args={"out": "fp32.gif", "save_file": "b.mp4", "sample_shift": 8})
+    assert [(d.name, d.a, d.b) for d in compare(a, b).differences] == [("sample_shift", "5", "8")]
+
+
 def test_a_decode_twice_as_slow_shows() -> None:
     cmp = compare(_run(0.5, decode=30.0), _run(0.5, decode=60.0))
     decode = next(r for r in cmp.phases if r.metric == "decode phase")

@@ -253,7 +253,9 @@ def run_facts(report: Report) -> dict[str, dict[str, str]]:
     return {"arguments": arguments, "versions": versions, "machine": machine}
 
 
-NOT_ARGUMENTS = frozenset({"git", "imported", "script_exit_code", "denoiser_found_by", "ranks_merged", "rank"})
+NOT_ARGUMENTS = frozenset({"git", "imported", "script_exit_code", "denoiser_found_by", "ranks_merged", "rank",
+                           # where a run writes what it made: two runs compared always write to two places
+                           "out", "save_file", "report", "html"})  # fmt: skip
 
 
 def differences(a: Report, b: Report) -> tuple[list[Difference], dict[str, str]]:
