@@ -992,11 +992,9 @@ class Guard:
         offload (diffusers' ``enable_model_cpu_offload``) loads the denoiser at its first forward, once, which is
         not the per-forward traffic a per-block offload pays. Read again only on inspected steps (a full walk of
         the parameters); the next step's moves count from here. None: not read."""
-        residency = self._residency
-        if st.session is None or residency is None or not self.run.expects_gpu or not st.residency_read:
+        if st.session is None or self._residency is None or not self.run.expects_gpu or not st.residency_read:
             return None
-        self._last_resident, self._resident_bytes = residency.check()
-        return residency.moved_in
+        return self._check_residency(deep=True)[3]  # a full read: the bytes moved in since the step's own
 
     def _split_parked(self, st: _OpenStep) -> tuple[list[str], int, list[str], int]:
         """(CPU-resident modules, bytes, parked experts, bytes): an expert of several that did not compute in

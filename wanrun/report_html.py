@@ -33,7 +33,7 @@ from wandoc.render.svg import (
     nice_ceiling,
 )
 from wanrun.compare import Comparison, Row, show
-from wanrun.report_view import headline, phase_rule
+from wanrun.report_view import ending, headline, phase_rule
 
 Read = Callable[[StepMetrics], float | None]
 fmt_bytes: Callable[[object], str | None] = HELPERS["bytes"]
@@ -363,15 +363,8 @@ def _banners(report: Report) -> str:
     s, out = report.summary, []
     if s.error:
         out.append(f'<p class="banner bad">The generation failed: {esc(s.error)}</p>')
-    if s.partial:
-        how = esc(s.ended_by) if s.ended_by else "the process was killed, or is still running"
-        out.append(
-            f'<p class="banner note">Partial report: saved while the run went on and never finished ({how}); it '
-            "covers the steps judged until then.</p>"
-        )
-    elif s.interrupted:
-        how = f" ({esc(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
-        out.append(f'<p class="banner note">Stopped early{how}: the report covers the steps that ran.</p>')
+    if (ended := ending(s)) is not None:
+        out.append(f'<p class="banner note">{esc(ended[0].upper() + ended[1:])}.</p>')
     if any(f.severity == "error" for f in report.verdict):
         out.append('<p class="banner bad">Error-level findings: each makes a run fail or many times slower.</p>')
     return "".join(out)

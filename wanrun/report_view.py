@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wandoc.engine.expr import HELPERS
-from wandoc.metrics import Report, StepMetrics, median_basis, step_median
+from wandoc.metrics import Report, StepMetrics, Summary, median_basis, step_median
 from wandoc.render.text import counts_line, print_findings, print_indented, safe
 from wanrun.compare import Comparison, Row, show
 
@@ -142,17 +142,24 @@ def render(report: Report, console: Console) -> None:
             print_indented(console, Text(f"{label}: {safe('; '.join(items), markup=False)}", style="dim"), 4, first=0)
     if s.output:
         console.print(f"output: {safe(s.output)} ({_b(s.output_bytes)})", highlight=False)
-    if s.partial:
-        how = safe(s.ended_by) if s.ended_by else "the process was killed, or is still running"
-        console.print(
-            f"[yellow]partial report: saved while the run went on and never finished ({how}); it covers the steps "
-            "judged until then[/yellow]"
-        )
-    elif s.interrupted:
-        how = f" ({safe(s.ended_by)})" if s.ended_by and s.ended_by != "strict" else ""
-        console.print(f"[yellow]stopped early{how}: the report covers the steps that ran[/yellow]")
+    if (ended := ending(s)) is not None:
+        console.print(f"[yellow]{safe(ended)}[/yellow]")
     if s.error:
         console.print(f"[red]the generation failed: {safe(s.error)}[/red]", highlight=False)
+
+
+def ending(s: Summary) -> str | None:
+    """How a run that did not finish ended, in the words the terminal and the HTML page both show."""
+    if s.partial:
+        how = s.ended_by or "the process was killed, or is still running"
+        return (
+            f"partial report: saved while the run went on and never finished ({how}); it covers the steps judged "
+            "until then"
+        )
+    if s.interrupted:
+        how = f" ({s.ended_by})" if s.ended_by and s.ended_by != "strict" else ""
+        return f"stopped early{how}: the report covers the steps that ran"
+    return None
 
 
 def _comparison_table(title: str, rows: list[Row]) -> Table:

@@ -296,6 +296,7 @@ def _off_path_candidates(walk: Walk, set_vars: set[str]) -> tuple[list[str], lis
 
 
 MODEL_FILES = 60  # files read to find a Wan model where no entry leads to one
+_WAN_MODEL = re.compile(r"^class WanModel\b", re.M)
 
 
 def _model_files(files: Iterable[str]) -> list[str]:
@@ -309,13 +310,12 @@ def _wan_identity(walk: Walk, args: list[ArgFacts]) -> tuple[bool, str]:
     scope = [pf.text for f in sorted(walk.on_path) if (pf := walk.cached(f)) is not None]
     is_wan = (
         "wan/modules/model.py" in walk.resolver.files
-        or any(re.search(r"^class WanModel\b", t, re.M) for t in scope)
+        or any(_WAN_MODEL.search(t) for t in scope)
         or {"--task", "--ckpt_dir"} <= flags
     )
     if not is_wan and not walk.on_path:  # no entry to follow: a front-end's own copy of the model still counts
         is_wan = any(
-            (t := walk.source.read(f)) is not None and re.search(r"^class WanModel\b", t, re.M)
-            for f in _model_files(walk.resolver.files)
+            (t := walk.source.read(f)) is not None and _WAN_MODEL.search(t) for f in _model_files(walk.resolver.files)
         )
     if not is_wan:
         return False, ""
