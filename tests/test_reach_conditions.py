@@ -15,6 +15,7 @@ import pytest
 from wanrepo import write_files
 
 from wandoc import rulebook
+from wandoc.checklist import checklist
 from wandoc.code.probe import probe_repo
 from wandoc.engine import evaluate
 from wandoc.facts import CodeSite, Facts, RepoFacts
@@ -509,3 +510,7 @@ def test_a_front_end_with_a_wan_model_and_no_entry_is_unchecked_not_foreign(tmp_
         repo.given = True
         found = {f.rule for f in evaluate(rules, Facts(repo=repo).as_tree())}
         assert expected in found and absent not in found, (folder, found)
+        # and the checklist claims no walk that did not happen, nor a Wan version nothing on a run's path told
+        code = next(i for i in checklist(Facts(repo=repo), [], {}) if i.key == "code")
+        assert code.state == "not_checked" and "it imports" not in code.detail, code
+        assert repo.wan_version == ""

@@ -160,7 +160,7 @@ def _code(f: Facts) -> tuple[State, str, str, list[tuple[str, str]]]:
     wan = f", Wan {r.wan_version}" if r.wan_version else ""
     rows = [("checkout", f"{r.path} ({r.entry_script}{wan})")]
     entry = r.call_graph.entry or r.import_path.entry  # facts recorded before the call graph name the walk's
-    if not entry and not r.import_path.modules:
+    if not r.call_graph.entry and not r.import_path.modules:  # the default entry's name, but no file was walked
         return "not_checked", f"{r.path}: {r.error or 'no entry script found'}", "name the entry with --script", rows
     rows.append(("files on the run's path", str(len(r.import_path.modules))))
     rows.append(("functions walked", str(r.call_graph.functions_walked)))

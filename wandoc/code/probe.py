@@ -319,4 +319,6 @@ def _wan_identity(walk: Walk, args: list[ArgFacts]) -> tuple[bool, str]:
         )
     if not is_wan:
         return False, ""
+    if not scope:  # nothing on a run's path was read: which Wan it is stays unsaid
+        return True, ""
     return True, "2.2" if any(m in t for t in scope for m in _V22_MARKERS) else "2.1"
