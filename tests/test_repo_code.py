@@ -301,6 +301,18 @@ def test_current_directory_checkout(story: FoundingStory, monkeypatch: pytest.Mo
     assert facts.given and facts.found and facts.is_wan
 
 
+def test_current_directory_with_the_named_entry_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fork run from its own folder with ``--script wgp.py`` has no ``wan/`` beside the script: the folder holding
+    the script the user named is the checkout, not "no Wan checkout here"."""
+    write_files(tmp_path, {"wgp.py": "import torch\nfrom models.wan.model import WanModel\n",
+                           "models/wan/model.py": "import torch\nclass WanModel(torch.nn.Module):\n    pass\n"})
+    monkeypatch.chdir(tmp_path)
+    facts = probe_repo(None, script="wgp.py", environ={})
+    assert facts.given and facts.found and facts.path == str(tmp_path.resolve())
+    assert facts.call_graph.entry == "wgp.py"
+    assert not probe_repo(None, script="other.py", environ={}).found  # a script that is not there names no folder
+
+
 def test_missing_entry_script(tmp_path: Path) -> None:
     write_files(tmp_path, {"wan/modules/model.py": "import os\nX = os.getenv('WAN_X')\n"})
     facts = probe_repo(tmp_path, environ={"WAN_X": "1"})

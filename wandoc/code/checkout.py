@@ -21,10 +21,12 @@ def looks_like_wan(root: Path, script: str = "generate.py") -> bool:
 
 
 def find_checkout(path: Path | str | None, script: str = "generate.py", cwd: Path | None = None) -> Checkout:
-    """The folder to read: the one named, a Wan folder inside it (an app repo with ``Wan2.2/``), or the cwd."""
+    """The folder to read: the one named, a Wan folder inside it (an app repo with ``Wan2.2/``), or the cwd when it
+    is a Wan checkout or holds the entry script the user named (a fork's ``wgp.py`` has no ``wan/`` beside it)."""
     if path is None:
         here = cwd or Path.cwd()
-        return Checkout(here.resolve(), True) if looks_like_wan(here, script) else Checkout(None, False)
+        named = script != "generate.py" and (here / script).is_file()
+        return Checkout(here.resolve(), True) if named or looks_like_wan(here, script) else Checkout(None, False)
     p = Path(path).expanduser()
     try:
         if not p.exists():
