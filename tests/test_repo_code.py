@@ -304,8 +304,13 @@ def test_current_directory_checkout(story: FoundingStory, monkeypatch: pytest.Mo
 def test_current_directory_with_the_named_entry_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fork run from its own folder with ``--script wgp.py`` has no ``wan/`` beside the script: the folder holding
     the script the user named is the checkout, not "no Wan checkout here"."""
-    write_files(tmp_path, {"wgp.py": "import torch\nfrom models.wan.model import WanModel\n",
-                           "models/wan/model.py": "import torch\nclass WanModel(torch.nn.Module):\n    pass\n"})
+    write_files(
+        tmp_path,
+        {
+            "wgp.py": "import torch\nfrom models.wan.model import WanModel\n",
+            "models/wan/model.py": "import torch\nclass WanModel(torch.nn.Module):\n    pass\n",
+        },
+    )
     monkeypatch.chdir(tmp_path)
     facts = probe_repo(None, script="wgp.py", environ={})
     assert facts.given and facts.found and facts.path == str(tmp_path.resolve())
