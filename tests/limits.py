@@ -16,10 +16,20 @@ TORCH_MEMORY = 4 << 30  # address space: torch maps about 1.5 GB at import
 LIGHT_MEMORY = 1 << 30
 
 
+def as_from_a_terminal() -> None:
+    """In a POSIX child before it starts: SIGINT back to its default, as a command typed at a terminal has it. A
+    shell starts a background job (a suite run with ``&``) with SIGINT ignored, which children inherit, and a
+    process that starts with SIGINT ignored rightly leaves it so: a Ctrl-C test would then wait forever."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _limit(memory: int) -> Any:
     def apply() -> None:
         import resource
 
+        as_from_a_terminal()
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
     return apply if os.name == "posix" else None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from clirun import run_wandoc as run_cli
+from limits import as_from_a_terminal
 from wanrepo import SLOW_ATTENTION_PY, SLOW_KINDS_HERE, commit_all, git, make_simple_wan_repo, write_files
 
 from wandoc.bisect import (
@@ -286,7 +287,9 @@ def test_a_signal_mid_run_removes_everything(tmp_path: Path, sig: signal.Signals
     script, marker = tmp_path / "signalled.py", tmp_path / "marker"
     script.write_text(SIGNALLED)
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), str(h.root), str(marker)], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(h.root), str(marker)], env=env, preexec_fn=as_from_a_terminal
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
