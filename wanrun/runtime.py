@@ -143,12 +143,14 @@ class RuntimeRules:
         return self._run_dump
 
     def _open(self, rule: Rule, step: dict[str, Any]) -> bool:
+        """A loop, not ``all()`` over a generator, for the figures: this runs for every step rule at every step."""
+        if not self._run_ok.get(rule.id, True):
+            return False
         gate = self.gates[rule.id]
-        return (
-            self._run_ok.get(rule.id, True)
-            and all(step.get(name) is not None for name in gate.measured)
-            and all(step.get(name) for name in gate.step_flags)
-        )
+        for name in gate.measured:
+            if step.get(name) is None:
+                return False
+        return all(step.get(name) for name in gate.step_flags)  # mostly empty
 
     def at_end(self, run: RunInfo, summary: Summary) -> list[Finding]:
         scope = {"run": run.model_dump(mode="json"), "summary": summary.model_dump(mode="json")}
