@@ -785,6 +785,23 @@ def test_cause_15_gguf_from_real_files(tmp_path: Path, capsys: pytest.CaptureFix
                           {"checkpoints": bf16, "nvml": big}), tmp_path, capsys)  # fmt: skip
 
 
+def test_ram_verdict_names_an_idle_expert_only_where_there_are_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ti2v-5B has one DiT: with offload off its models still load to the CPU first, but there is no idle expert to
+    park (the message said there was, for every task)."""
+    small_ram = {"ram_total_bytes": 24 * GB, "ram_available_bytes": 22 * GB}
+    one = {"task": "ti2v-5B", "known": True, "dit_experts": 1, "offloaded_bytes": 31 * GB}
+    two = {**A14B_ESTIMATE, "offloaded_bytes": 68 * GB}
+    texts = {}
+    for name, est in (("one", one), ("two", two)):
+        facts = {"system": small_ram, "estimate": est, "repo": {"effective": {"offload_model": False}}}
+        [f] = [f for f in findings(facts, tmp_path, capsys) if f["rule"] == "SYS-RAM-SWAP-TOO-SMALL-FOR-OFFLOAD"]
+        texts[name] = f["message"]
+    assert "load to the CPU first" in texts["one"] and "expert" not in texts["one"]
+    assert "parks the idle expert there" in texts["two"]
+
+
 def test_causes_without_a_scenario_say_why() -> None:
     for cause in CAUSES:
         if cause.number == 15:
