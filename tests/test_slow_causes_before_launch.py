@@ -802,6 +802,20 @@ def test_ram_verdict_names_an_idle_expert_only_where_there_are_two(
     assert "parks the idle expert there" in texts["two"]
 
 
+def test_fp32_verdict_says_per_expert_only_where_there_are_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = {}
+    for experts, params in ((1, 5 * 10**9), (2, 14 * 10**9)):
+        ckpt = {"dir": "/ckpt", "found": True, "dit_main_dtype": "F32", "dit_experts": experts,
+                "dit_params": params, "dit_bytes_on_disk": params * 4}  # fmt: skip
+        facts = {"checkpoints": ckpt, "repo": {"effective": {"convert_model_dtype": False}}}
+        [f] = [f for f in findings(facts, tmp_path, capsys) if f["rule"] == "ARGS-FP32-DIT-WITHOUT-CONVERT"]
+        texts[experts] = f["message"]
+    assert "expert" not in texts[1]
+    assert "per expert, 2 experts" in texts[2] and texts[2].count("per expert") == 2
+
+
 def test_causes_without_a_scenario_say_why() -> None:
     for cause in CAUSES:
         if cause.number == 15:
