@@ -816,6 +816,19 @@ def test_fp32_verdict_says_per_expert_only_where_there_are_two(
     assert "per expert, 2 experts" in texts[2] and texts[2].count("per expert") == 2
 
 
+def test_flash_attn_fix_names_a_cuda_build_it_can_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CPU-only torch has no CUDA version to build flash-attn for (the fix said "CUDA 0")."""
+    site = {"kind": "flash_attention_call", "file": "wan/modules/model.py", "line": 145, "on_path": True}
+    fixes = {}
+    for name, torch in (("cpu", {"version": "2.13.0+cpu", "is_cpu_build": True}),
+                        ("cuda", {"version": "2.8.0+cu128", "cuda_build": 12.8})):  # fmt: skip
+        facts = {"torch": {"installed": True, **torch}, "repo": {"flash_attn_required": True, "sites": [site]}}
+        [f] = [f for f in findings(facts, tmp_path, capsys) if f["rule"] == "ATTN-FLASH-ATTN-MISSING"]
+        fixes[name] = f["fix"]
+    assert "CUDA 0" not in fixes["cpu"] and "Install a CUDA build of torch first" in fixes["cpu"]
+    assert "built for torch 2.8.0+cu128 and CUDA 12.8" in fixes["cuda"]
+
+
 def test_causes_without_a_scenario_say_why() -> None:
     for cause in CAUSES:
         if cause.number == 15:
