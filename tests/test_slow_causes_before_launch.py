@@ -798,8 +798,10 @@ def test_ram_verdict_names_an_idle_expert_only_where_there_are_two(
         facts = {"system": small_ram, "estimate": est, "repo": {"effective": {"offload_model": False}}}
         [f] = [f for f in findings(facts, tmp_path, capsys) if f["rule"] == "SYS-RAM-SWAP-TOO-SMALL-FOR-OFFLOAD"]
         texts[name] = f["message"]
+        texts[name + " fix"] = f["fix"]
     assert "load to the CPU first" in texts["one"] and "expert" not in texts["one"]
     assert "parks the idle expert there" in texts["two"]
+    assert "smaller (use a smaller task)" in texts["one fix"]  # one way left: no dangling "or"
 
 
 def test_fp32_verdict_says_per_expert_only_where_there_are_two(
