@@ -99,7 +99,12 @@ RulesOpt = Annotated[
     ),
 ]
 RepoOpt = Annotated[
-    Path | None, typer.Option("--repo", metavar="DIR", help="The Wan checkout (default: this folder, when it is one).")
+    Path | None,
+    typer.Option(
+        "--repo",
+        metavar="DIR",
+        help="The Wan checkout (default: this folder, when it holds generate.py and wan/, or the --script named).",
+    ),
 ]
 ScriptOpt = Annotated[str, typer.Option("--script", metavar="FILE", help="The entry script inside the checkout.")]
 CkptOpt = Annotated[
