@@ -191,25 +191,40 @@ class _Count(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def python_costs(device: str, shape: dict[str, Any]) -> dict[str, Any]:
-    """Host time of a plain step (the Wan-1.3B module tree, forwards that do nothing) and per op of an
-    inspected forward at ``shape``, against the same forward uninspected."""
-    from wanrun.guards.casts import CastTracker
-    from wanrun.guards.dispatch import DeepSession
-    from wanrun.pipeline.config import PRESETS, latent_shape
-    from wanrun.pipeline.model import WanStyleDiT, build_dit
+def hollow_dit() -> torch.nn.Module:
+    """The Wan-1.3B module tree on ``meta`` with a forward that does nothing: what is left of a step is the
+    guard's own host work (its hooks still run, the forward is replaced per instance)."""
+    from wanrun.pipeline.config import PRESETS
+    from wanrun.pipeline.model import WanStyleDiT
 
     with torch.device("meta"):
         tree = WanStyleDiT(PRESETS["wan-1.3b"]).eval()
-    tree.forward = lambda *a, **k: None  # type: ignore[method-assign]  # per instance: the hooks still run
+    tree.forward = lambda *a, **k: None  # type: ignore[method-assign]
+    return tree
 
-    def loop(hooks: Any, n: int = 300) -> float:
-        t0 = time.perf_counter()
-        for i in range(n):
-            with hooks.step(i):
-                tree(None)
-                tree(None)
-        return (time.perf_counter() - t0) / n
+
+def seconds_per_step(tree: torch.nn.Module, hooks: Any, n: int = 300) -> float:
+    """Host seconds per step of ``n`` steps of two forwards (guidance's pair) under ``hooks``."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        with hooks.step(i):
+            tree(None)
+            tree(None)
+    return (time.perf_counter() - t0) / n
+
+
+def python_costs(device: str, shape: dict[str, Any]) -> dict[str, Any]:
+    """Host time of a plain step (``hollow_dit``) and per op of an inspected forward at ``shape``, against the
+    same forward uninspected."""
+    from wanrun.guards.casts import CastTracker
+    from wanrun.guards.dispatch import DeepSession
+    from wanrun.pipeline.config import latent_shape
+    from wanrun.pipeline.model import build_dit
+
+    tree = hollow_dit()
+
+    def loop(hooks: Any) -> float:
+        return seconds_per_step(tree, hooks)
 
     base = min(loop(NullHooks()) for _ in range(5))
     per_step = []

@@ -1,9 +1,9 @@
 """Where a plain guarded step's host time goes, on the machine it runs on (a GPU one: the CUDA calls are the
 part a CPU-only box cannot show).
 
-The Wan-1.3B module tree on ``meta`` with forwards that do nothing, as ``bench_guard_overhead.py --python-costs``
-times it: the per-step cost against no guard, the CUDA calls a step makes timed one by one, and a profile of
-the guarded loop (top functions by own time). It measures and asserts nothing.
+The step ``bench_guard_overhead.py --python-costs`` times (its ``hollow_dit`` and ``seconds_per_step``): the
+per-step cost against no guard, the CUDA calls a step makes timed one by one, and a profile of the guarded loop
+(top functions by own time). It measures and asserts nothing.
 
     python bench/profile_plain_step.py [--steps 2000] [--json out.json]
 """
@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_guard_overhead import hollow_dit, seconds_per_step  # beside this script: python puts bench/ on the path
 
 from wanrun.guard import Guard
 from wanrun.hooks import NullHooks
-from wanrun.pipeline.config import PRESETS
-from wanrun.pipeline.model import WanStyleDiT
 
 
 def _per_call_us(fn: Any, n: int = 2000) -> float:
@@ -61,17 +60,10 @@ def main() -> None:
     if device.type == "cuda":
         torch.zeros(1, device=device)  # CUDA initialised, as it is in a run: the clock then uses device events
 
-    with torch.device("meta"):
-        tree = WanStyleDiT(PRESETS["wan-1.3b"]).eval()
-    tree.forward = lambda *a, **k: None  # type: ignore[method-assign]  # per instance: the hooks still run
+    tree = hollow_dit()
 
     def loop(hooks: Any, n: int) -> float:
-        t0 = time.perf_counter()
-        for i in range(n):
-            with hooks.step(i):
-                tree(None)
-                tree(None)
-        return (time.perf_counter() - t0) / n
+        return seconds_per_step(tree, hooks, n)
 
     base = min(loop(NullHooks(), 300) for _ in range(5))
     result: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
